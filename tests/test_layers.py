@@ -1,0 +1,299 @@
+"""layers/: values, gradients, serialization, SavedModel, bfloat16, copy-alone.
+
+One harness runs every layer through the same checks (as Keras's own
+`run_layer_test` does); hand-computed values are checked layer by layer.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import keras
+import tensorflow as tf
+
+from layers.maxout import Maxout
+from layers.swish import Swish
+from layers.transformer import TokenAndPositionEmbedding, TransformerEncoder
+from layers.upsampling import ResizeConv2D, upsampling_block
+
+LAYERS_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "layers")
+RNG = np.random.default_rng(0)
+
+
+def _dense_maxout(dtype=None):
+    inputs = keras.Input((6,))
+    return keras.Model(inputs, Maxout(3, dtype=dtype)(keras.layers.Dense(6, dtype=dtype)(inputs)))
+
+
+def _conv_maxout(dtype=None):
+    inputs = keras.Input((5, 5, 2))
+    x = keras.layers.Conv2D(4, 3, dtype=dtype)(inputs)
+    return keras.Model(inputs, Maxout(2, dtype=dtype)(x))
+
+
+def _swish(**options):
+    def build(dtype=None):
+        inputs = keras.Input((3, 4))
+        x = keras.layers.Dense(4, dtype=dtype)(inputs)
+        return keras.Model(inputs, Swish(dtype=dtype, **options)(x))
+    return build
+
+
+def _upsample(kind):
+    def build(dtype=None):
+        inputs = keras.Input((4, 4, 3))
+        return keras.Model(inputs, upsampling_block(kind, 5, activation="relu", dtype=dtype)(inputs))
+    return build
+
+
+def _encoder(dtype=None):
+    inputs = keras.Input((None,), dtype="int32")
+    x = TokenAndPositionEmbedding(20, 8, 8, dtype=dtype)(inputs)
+    x = TransformerEncoder(2, 16, dropout=0.1, dtype=dtype)(x)
+    x = TransformerEncoder(2, 16, dropout=0.0, dtype=dtype)(x)
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling1D(dtype=dtype)(x))
+
+
+CASES = {
+    "maxout_dense": (_dense_maxout, RNG.normal(size=(3, 6))),
+    "maxout_conv": (_conv_maxout, RNG.normal(size=(2, 5, 5, 2))),
+    "swish_trainable": (_swish(beta=1.5), RNG.normal(size=(2, 3, 4))),
+    "swish_per_channel": (_swish(per_channel=True), RNG.normal(size=(2, 3, 4))),
+    "swish_fixed": (_swish(beta=1.0, trainable_beta=False), RNG.normal(size=(2, 3, 4))),
+    "resize_nearest": (_upsample("resize_nearest"), RNG.normal(size=(2, 4, 4, 3))),
+    "resize_bilinear": (_upsample("resize_bilinear"), RNG.normal(size=(2, 4, 4, 3))),
+    "transposed": (_upsample("transposed"), RNG.normal(size=(2, 4, 4, 3))),
+    "transformer": (_encoder, np.array([[3, 4, 5, 0, 0, 0], [7, 1, 2, 9, 11, 0]])),
+}
+
+
+def _model(name, dtype=None):
+    keras.utils.set_random_seed(1)
+    build, x = CASES[name]
+    model = build(dtype)
+    x = x.astype("int32") if x.dtype.kind == "i" else x.astype("float32")
+    return model, x
+
+
+def _perturb(model):
+    """Move weights off their initial values so round trips are not trivially equal."""
+    for weight in model.weights:
+        weight.assign(weight.numpy() + RNG.normal(scale=0.1, size=weight.shape))
+
+
+# --- hand-computed values ---------------------------------------------------
+
+
+def test_maxout_values():
+    x = np.array([[1.0, 5.0, -2.0, 3.0, 0.5, -1.0]], "float32")
+    np.testing.assert_allclose(Maxout(3)(x), [[5.0, 3.0, 0.5]])
+    np.testing.assert_allclose(Maxout(1)(x), [[5.0]])
+    image = np.arange(8, dtype="float32").reshape(1, 1, 2, 4)  # channels [0..3], [4..7]
+    np.testing.assert_allclose(Maxout(2)(image), [[[[1.0, 3.0], [5.0, 7.0]]]])
+
+
+def test_swish_values():
+    x = np.array([-2.0, 0.0, 1.0, 3.0], "float32")
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    np.testing.assert_allclose(Swish(1.0)(x), x * sigmoid(x), rtol=1e-6)
+    np.testing.assert_allclose(Swish(2.0)(x), x * sigmoid(2 * x), rtol=1e-6)
+    np.testing.assert_allclose(Swish(0.0)(x), x / 2, rtol=1e-6)
+    per_channel = Swish(1.0, per_channel=True)
+    per_channel.build((None, 4))
+    per_channel.beta.assign([0.0, 1.0, 2.0, 3.0])
+    np.testing.assert_allclose(per_channel(x[None]), [x * sigmoid(x * [0, 1, 2, 3])], rtol=1e-6)
+    assert len(Swish(trainable_beta=False).trainable_weights) == 0
+
+
+def test_resize_conv_values():
+    layer = ResizeConv2D(1, 1, size=2, use_bias=False, kernel_initializer="ones")
+    x = np.array([[[[1.0], [2.0]], [[3.0], [4.0]]]], "float32")
+    np.testing.assert_allclose(
+        layer(x)[0, :, :, 0],
+        [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]],
+    )
+    bilinear = ResizeConv2D(1, 1, interpolation="bilinear", use_bias=False,
+                            kernel_initializer="ones")
+    row = bilinear(np.array([[[[0.0], [4.0]]]], "float32"))[0, 0, :, 0]
+    np.testing.assert_allclose(row, [0.0, 1.0, 3.0, 4.0])  # half-pixel centres
+
+
+def test_upsampling_kinds_match_shape_and_parameters():
+    x = np.zeros((2, 7, 7, 6), "float32")
+    shapes, params = set(), set()
+    for kind in ("transposed", "resize_nearest", "resize_bilinear"):
+        layer = upsampling_block(kind, 4)
+        shapes.add(tuple(layer(x).shape))
+        params.add(layer.count_params())
+        assert tuple(layer.compute_output_shape(x.shape)) == (2, 14, 14, 4)
+    assert shapes == {(2, 14, 14, 4)} and params == {3 * 3 * 6 * 4 + 4}
+
+
+def test_token_and_position_embedding_values():
+    layer = TokenAndPositionEmbedding(5, 4, 2)
+    layer.build((None, 3))
+    layer.token_embeddings.assign(np.arange(10, dtype="float32").reshape(5, 2))
+    layer.position_embeddings.assign(np.full((4, 2), 100.0, "float32") * [[1], [2], [3], [4]])
+    ids = np.array([[4, 1, 0]])
+    np.testing.assert_allclose(layer(ids), [[[108, 109], [202, 203], [300, 301]]])
+    np.testing.assert_array_equal(layer.compute_mask(ids), [[True, True, False]])
+
+
+def test_transformer_ignores_padding():
+    model, _ = _model("transformer")
+    short = np.array([[3, 4, 5, 0], [7, 1, 2, 9]], "int32")
+    padded = np.pad(short, ((0, 0), (0, 4)))
+    np.testing.assert_allclose(model(short), model(padded), atol=1e-5)
+    changed = padded.copy()
+    changed[0, 1] = 6  # a real token changes the output
+    assert np.abs(model(changed)[0] - model(padded)[0]).max() > 1e-4
+
+
+# --- the harness: every case ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_gradients_reach_every_trainable_weight(name):
+    model, x = _model(name)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(model(x, training=True)))
+    grads = tape.gradient(loss, model.trainable_weights)
+    assert model.trainable_weights
+    for weight, grad in zip(model.trainable_weights, grads):
+        assert grad is not None, weight.path
+        assert float(tf.reduce_max(tf.abs(grad))) > 0, weight.path
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_config_round_trip(name):
+    model, x = _model(name)
+    _perturb(model)
+    for layer in model.layers[1:]:
+        config = layer.get_config()
+        clone = layer.__class__.from_config(config)
+        assert clone.get_config() == config
+        json.dumps(keras.saving.serialize_keras_object(layer))
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone(x), model(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_keras_file_round_trip(name, tmp_path):
+    model, x = _model(name)
+    _perturb(model)
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(reloaded(x), model(x))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_mixed_bfloat16(name):
+    policy = keras.dtype_policies.DTypePolicy("mixed_bfloat16")
+    model, x = _model(name, dtype=policy)
+    y = model(x, training=True)
+    assert y.dtype == tf.bfloat16
+    assert np.isfinite(np.asarray(y, "float32")).all()
+    assert all(w.dtype == "float32" for w in model.weights)
+
+
+@pytest.fixture(scope="module")
+def saved_model_outputs(tmp_path_factory):
+    """Export every case, reload all in ONE fresh interpreter that cannot see layers/."""
+    root = tmp_path_factory.mktemp("saved")
+    expected = {}
+    for name in CASES:
+        model, x = _model(name)
+        _perturb(model)
+        model.export(str(root / name), format="tf_saved_model", verbose=False)
+        np.save(root / f"{name}.input.npy", x)
+        expected[name] = np.asarray(model(x))
+    script = textwrap.dedent(
+        """
+        import importlib.util, os, sys
+        import numpy as np, tensorflow as tf
+        assert importlib.util.find_spec("layers") is None, "layers/ must not be importable"
+        root = sys.argv[1]
+        for name in sys.argv[2:]:
+            loaded = tf.saved_model.load(os.path.join(root, name))
+            x = np.load(os.path.join(root, name + ".input.npy"))
+            np.save(os.path.join(root, name + ".output.npy"), loaded.serve(tf.constant(x)).numpy())
+        """
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(root), *CASES],
+        cwd=root, check=True, env={**os.environ, "PYTHONPATH": ""},
+    )
+    return {name: (expected[name], np.load(root / f"{name}.output.npy")) for name in CASES}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_saved_model_in_fresh_interpreter(name, saved_model_outputs):
+    expected, served = saved_model_outputs[name]
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+
+
+def test_each_file_works_copied_alone(tmp_path):
+    for filename in ("maxout.py", "swish.py", "upsampling.py", "transformer.py"):
+        shutil.copy(os.path.join(LAYERS_DIR, filename), tmp_path)
+    script = textwrap.dedent(
+        """
+        import importlib.util
+        import numpy as np
+        assert importlib.util.find_spec("layers") is None
+        import maxout, swish, upsampling, transformer
+        image = np.ones((1, 4, 4, 4), "float32")
+        assert maxout.Maxout(2)(image).shape == (1, 4, 4, 2)
+        assert swish.Swish()(image).shape == (1, 4, 4, 4)
+        assert upsampling.upsampling_block("resize_bilinear", 3)(image).shape == (1, 8, 8, 3)
+        x = transformer.TokenAndPositionEmbedding(10, 5, 4)(np.array([[1, 2, 0]]))
+        assert transformer.TransformerEncoder(2, 8)(x).shape == (1, 3, 4)
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_layer_files_import_only_keras_and_stdlib():
+    allowed = {"keras", "math"}
+    for filename in ("maxout.py", "swish.py", "upsampling.py", "transformer.py"):
+        with open(os.path.join(LAYERS_DIR, filename)) as f:
+            for line in f:
+                if line.startswith(("import ", "from ")):
+                    assert line.split()[1].split(".")[0] in allowed, (filename, line)
+
+
+# --- invalid arguments name the argument and the value -----------------------
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: Maxout(0), "num_units=0"),
+        (lambda: Maxout(3)(np.zeros((1, 4), "float32")), "channels=4, num_units=3"),
+        (lambda: Swish(beta="one"), "beta=one"),
+        (lambda: ResizeConv2D(4, interpolation="bicubic"), "interpolation='bicubic'"),
+        (lambda: ResizeConv2D(4, size=0), "size="),
+        (lambda: upsampling_block("pixel_shuffle", 4), "kind='pixel_shuffle'"),
+        (lambda: TokenAndPositionEmbedding(0, 4, 4), "vocabulary_size=0"),
+        (lambda: TokenAndPositionEmbedding(10, 4, -1), "embedding_dim=-1"),
+        (lambda: TransformerEncoder(0, 8), "num_heads=0"),
+        (lambda: TransformerEncoder(2, 8, dropout=1.5), "dropout=1.5"),
+        (lambda: TransformerEncoder(3, 8)(np.zeros((1, 2, 4), "float32")),
+         "embedding_dim=4, num_heads=3"),
+    ],
+)
+def test_invalid_arguments(make, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make()
