@@ -1,0 +1,148 @@
+"""Shared conventions: run directories, config flags, resume, versioned export."""
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from recipes import export, training
+
+
+def _tiny_model():
+    inputs = keras.Input((3,), name="x")
+    outputs = keras.layers.Dense(2, activation="softmax")(inputs)
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _serve(model):
+    return lambda x: {"probabilities": model(x), "label": tf.argmax(model(x), axis=-1)}
+
+
+def _export(model, root):
+    return export.export_savedmodel(
+        model, "tiny", {"x": tf.TensorSpec((None, 3), tf.float32)}, _serve(model), root=root)
+
+
+def test_run_dirs_are_never_reused(tmp_path):
+    first = training.new_run_dir(str(tmp_path), "cnn")
+    second = training.new_run_dir(str(tmp_path), "cnn")
+    assert first != second and os.path.isdir(first) and os.path.isdir(second)
+
+
+def test_start_run_saves_config_and_resume_needs_a_run(tmp_path):
+    @dataclasses.dataclass
+    class Model:
+        units: int = 4
+
+    train = training.TrainConfig(runs_dir=str(tmp_path), precision="float32")
+    run_dir = training.start_run("demo", Model(), train)
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    assert config["model"] == {"units": 4}
+    assert config["train"]["precision_resolved"] == "float32"
+    assert training.start_run("demo", Model(), train, resume=run_dir) == run_dir
+    with pytest.raises(training.ConfigError, match="not a run directory"):
+        training.start_run("demo", Model(), train, resume=str(tmp_path))
+    keras.config.set_dtype_policy("float32")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("epochs", 0, "epochs must be >= 1"),
+    ("batch_size", 0, "batch_size must be >= 1"),
+    ("learning_rate", -1.0, "learning_rate must be > 0"),
+    ("validation_percent", 100, "validation_percent"),
+    ("precision", "float8", "precision must be one of"),
+])
+def test_bad_training_config(field, value, message):
+    with pytest.raises(training.ConfigError, match=message):
+        training.validate(dataclasses.replace(training.TrainConfig(), **{field: value}))
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch):
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
+    assert training.resolve_precision("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)
+    assert training.resolve_precision("auto") == "float32"
+    assert training.resolve_precision("float32") == "float32"
+
+
+def test_flags_cover_every_field():
+    @dataclasses.dataclass
+    class Model:
+        filters: tuple = (8, 16)
+        batch_norm: bool = True
+
+    parser = training.build_parser("demo", "demo", Model(), training.TrainConfig())
+    args = parser.parse_args(["--filters", "4,5,6", "--no-batch-norm", "--epochs", "2"])
+    model, train = training.split_args(args, Model(), training.TrainConfig())
+    assert model == Model(filters=(4, 5, 6), batch_norm=False)
+    assert train.epochs == 2 and train.dataset == "fashion_mnist"
+
+
+def test_interrupted_fit_resumes_where_it_stopped(tmp_path):
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    train = training.TrainConfig(epochs=4, patience=10)
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.fit_and_evaluate(_tiny_model(), ds, ds, ds, train, str(tmp_path), 64,
+                                  extra_callbacks=[Crash()])
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(epoch)
+
+    metrics, _ = training.fit_and_evaluate(_tiny_model(), ds, ds, ds, train, str(tmp_path), 64,
+                                           extra_callbacks=[Record()])
+    assert seen == [2, 3]  # epochs 0 and 1 were done before the crash
+    assert set(metrics) >= {"test_accuracy", "test_loss", "epochs", "train_seconds",
+                            "examples_per_second", "parameters"}
+    for name in ("metrics.json", "history.json", "model.keras"):
+        assert os.path.exists(tmp_path / name)
+
+
+def test_export_versions_never_overwrite(tmp_path):
+    model = _tiny_model()
+    first = _export(model, str(tmp_path))
+    assert first == str(tmp_path / "tiny" / "1")
+    marker = os.path.join(first, "saved_model.pb")
+    before = (os.path.getmtime(marker), os.path.getsize(marker))
+    os.makedirs(tmp_path / "tiny" / "7")  # a version made by someone else
+    second = _export(model, str(tmp_path))
+    assert second == str(tmp_path / "tiny" / "8")
+    assert (os.path.getmtime(marker), os.path.getsize(marker)) == before
+    assert sorted(os.listdir(tmp_path / "tiny")) == ["1", "7", "8"]  # no temporary left
+
+
+def test_next_version_ignores_non_numeric(tmp_path):
+    for name in ("2", "10", ".incomplete-x", "notes"):
+        os.makedirs(tmp_path / name)
+    assert export.next_version(str(tmp_path)) == 11
+    assert export.next_version(str(tmp_path / "absent")) == 1
+
+
+def test_named_signature_and_fresh_process_check(tmp_path):
+    model = _tiny_model()
+    path = _export(model, str(tmp_path))
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    assert list(signature.structured_input_signature[1]) == ["x"]
+    assert set(signature.structured_outputs) == {"probabilities", "label"}
+    x = np.random.default_rng(1).normal(size=(5, 3)).astype("float32")
+    expected = {key: value.numpy() for key, value in _serve(model)(x).items()}
+    export.verify_in_fresh_process(path, {"x": x}, expected)
+    expected["label"] = 1 - expected["label"]
+    with pytest.raises(AssertionError, match="label"):
+        export.verify_in_fresh_process(path, {"x": x}, expected)
