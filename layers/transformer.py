@@ -6,7 +6,7 @@ using them saves and reloads.
 
     x = TokenAndPositionEmbedding(vocab_size, sequence_length, 64)(token_ids)
     x = TransformerEncoder(num_heads=4, intermediate_dim=128)(x)   # padding mask flows
-    x = keras.layers.GlobalAveragePooling1D()(x)                   # averages unmasked tokens
+    x = MaskedAveragePooling1D()(x)                                # averages unmasked tokens
 """
 
 import keras
@@ -221,3 +221,45 @@ class TransformerEncoder(keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="recipes")
+class MaskedAveragePooling1D(keras.layers.Layer):
+    """Average over the unmasked steps of a sequence; zeros where none is unmasked.
+
+        output[b] = sum_t mask[b, t] * x[b, t] / max(1, sum_t mask[b, t])
+
+    Keras's `GlobalAveragePooling1D` divides by the mask's sum too, which
+    gives NaN for a fully padded sequence (an empty string after
+    tokenization); this layer gives zeros instead. Without a mask it is the
+    plain mean over steps.
+
+    Args:
+        **kwargs: base layer keyword arguments.
+
+    Input shape:
+        `(batch, steps, features)`, with an optional mask `(batch, steps)`.
+
+    Output shape:
+        `(batch, features)`.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return ops.mean(inputs, axis=1)
+        weights = ops.cast(ops.expand_dims(mask, -1), inputs.dtype)
+        total = ops.sum(inputs * weights, axis=1)
+        return total / ops.maximum(ops.sum(weights, axis=1), ops.cast(1, inputs.dtype))
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+    def get_config(self):
+        return super().get_config()

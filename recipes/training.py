@@ -187,14 +187,21 @@ def start_run(recipe, model_config, train, resume=None):
     return run_dir
 
 
-def pipeline(ds, batch_size, shuffle=False, seed=0, limit=0):
-    """tf.data conventions: (limit), cache, (shuffle), batch, prefetch."""
+def pipeline(ds, batch_size, shuffle=False, seed=0, limit=0, map_batch=None):
+    """tf.data conventions: (limit), cache, (shuffle), batch, (map_batch), prefetch.
+
+    `map_batch(inputs, labels)` transforms whole batches (e.g. tokenization),
+    which keeps the dataset's cardinality known to Keras.
+    """
     if limit:
         ds = ds.take(limit)
     ds = ds.cache()
     if shuffle:
         ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if map_batch is not None:
+        ds = ds.map(map_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def count(ds):

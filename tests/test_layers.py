@@ -18,7 +18,8 @@ import tensorflow as tf
 
 from layers.maxout import Maxout
 from layers.swish import Swish
-from layers.transformer import TokenAndPositionEmbedding, TransformerEncoder
+from layers.transformer import (
+    MaskedAveragePooling1D, TokenAndPositionEmbedding, TransformerEncoder)
 from layers.upsampling import ResizeConv2D, upsampling_block
 
 LAYERS_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "layers")
@@ -56,7 +57,7 @@ def _encoder(dtype=None):
     x = TokenAndPositionEmbedding(20, 8, 8, dtype=dtype)(inputs)
     x = TransformerEncoder(2, 16, dropout=0.1, dtype=dtype)(x)
     x = TransformerEncoder(2, 16, dropout=0.0, dtype=dtype)(x)
-    return keras.Model(inputs, keras.layers.GlobalAveragePooling1D(dtype=dtype)(x))
+    return keras.Model(inputs, MaskedAveragePooling1D(dtype=dtype)(x))
 
 
 CASES = {
@@ -142,6 +143,18 @@ def test_token_and_position_embedding_values():
     ids = np.array([[4, 1, 0]])
     np.testing.assert_allclose(layer(ids), [[[108, 109], [202, 203], [300, 301]]])
     np.testing.assert_array_equal(layer.compute_mask(ids), [[True, True, False]])
+
+
+def test_masked_average_pooling_values():
+    x = np.array([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]] * 2, "float32")
+    mask = np.array([[True, True, False], [False, False, False]])
+    np.testing.assert_allclose(MaskedAveragePooling1D()(x, mask=mask), [[2.0, 3.0], [0.0, 0.0]])
+    np.testing.assert_allclose(MaskedAveragePooling1D()(x)[0], [104 / 3, 106 / 3], rtol=1e-6)
+
+
+def test_transformer_answers_a_fully_padded_sequence():
+    model, _ = _model("transformer")
+    assert np.isfinite(model(np.zeros((2, 5), "int32"))).all()
 
 
 def test_transformer_ignores_padding():

@@ -1,0 +1,163 @@
+"""What the text recipes share: tokenization, data, training and a raw-string export.
+
+A text recipe supplies its `ModelConfig` and a `build_model(vocabulary_size,
+sequence_length, num_classes, **hparams)` that maps token ids to class
+probabilities; `run` does the rest:
+
+- `TextVectorization` adapted on the training split only (never validation or
+  test), applied inside the tf.data pipeline for training;
+- a softmax head over the dataset's classes (two for binary datasets, so
+  binary and multi-class serve the same way);
+- an export whose signature takes raw strings: the vectorizer and the model in
+  one graph, input `text` (string `[batch]`), outputs `probabilities`,
+  `label` (class id) and `label_name`.
+"""
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from recipes import data, export, training
+
+#: Awkward inputs every text export must answer (checked after each export).
+EDGE_CASES = [
+    "",
+    "A quietly devastating film. " * 3_600,  # about 100,000 characters
+    "Un film étonnant, déjà culte ! 🎬🍿 素晴らしい映画",
+    "   ",
+    "!!!???",
+]
+
+
+@dataclasses.dataclass
+class TextConfig:
+    """Tokenization knobs shared by the text recipes (part of each ModelConfig)."""
+
+    vocabulary_size: int = 20_000
+    sequence_length: int = 64
+
+
+def validate_text(config):
+    if config.vocabulary_size < 2:
+        raise training.ConfigError(
+            f"vocabulary_size must be >= 2 (padding and out-of-vocabulary tokens), got "
+            f"{config.vocabulary_size}")
+    if config.sequence_length < 1:
+        raise training.ConfigError(
+            f"sequence_length must be >= 1, got {config.sequence_length}")
+
+
+def dataset_facts(name):
+    """Class names of a TFDS text classification dataset; refuse anything else."""
+    info = data.info(name)
+    if not info.supervised_keys:
+        raise training.ConfigError(f"{name}: has no (input, label) supervised keys")
+    text_key, label_key = info.supervised_keys
+    feature = info.features[text_key]
+    if not isinstance(feature, tfds.features.Text):
+        raise training.ConfigError(
+            f"{name}: the text recipes need a text dataset; its {text_key!r} feature is "
+            f"{feature}")
+    return info.features[label_key].names
+
+
+def make_vectorizer(train_texts, vocabulary_size, sequence_length):
+    """A TextVectorization adapted on `train_texts` (a dataset of strings)."""
+    vectorizer = keras.layers.TextVectorization(
+        max_tokens=vocabulary_size, output_sequence_length=sequence_length, name="vectorizer")
+    vectorizer.adapt(train_texts.batch(1024))
+    return vectorizer
+
+
+def datasets(train, vectorizer_config):
+    """(train, validation, test) of token ids, the vectorizer, and the train size."""
+    split = lambda s: data.load(train.dataset, s, train.validation_percent)  # noqa: E731
+    raw_train = split("train").take(train.limit) if train.limit else split("train")
+    vectorizer = make_vectorizer(raw_train.map(lambda text, label: text),
+                                 vectorizer_config.vocabulary_size,
+                                 vectorizer_config.sequence_length)
+
+    def ids(texts, labels):
+        return vectorizer(texts), labels
+
+    train_ds = training.pipeline(raw_train, train.batch_size, shuffle=True, seed=train.seed,
+                                 map_batch=ids)
+    val_ds = training.pipeline(split("validation"), train.batch_size, limit=train.limit,
+                               map_batch=ids)
+    test_ds = training.pipeline(split("test"), train.batch_size, limit=train.limit,
+                                map_batch=ids)
+    return train_ds, val_ds, test_ds, vectorizer, training.count(raw_train)
+
+
+def export_text_model(recipe, model, vectorizer, class_names, train):
+    """Export strings -> probabilities, checked on real and awkward inputs."""
+    text = keras.Input((), dtype="string", name="text")
+    end_to_end = keras.Model(text, model(vectorizer(text)), name=f"{recipe}_serving")
+    names = tf.constant(class_names)
+
+    def serve(text):
+        probabilities = end_to_end(text, training=False)
+        label = tf.argmax(probabilities, axis=-1)
+        return {"probabilities": probabilities, "label": label,
+                "label_name": tf.gather(names, label)}
+
+    samples = [t.decode("utf-8") for t, _ in
+               data.load(train.dataset, "test").take(27).as_numpy_iterator()]
+    path = export.export_savedmodel(
+        end_to_end, recipe, {"text": tf.TensorSpec((None,), tf.string)}, serve,
+        root=train.export_dir, sample={"text": np.array(samples + EDGE_CASES)})
+    print(f"[{recipe}] exported {path} (verified in a fresh interpreter, "
+          f"including {len(EDGE_CASES)} awkward strings)", flush=True)
+    return path
+
+
+def run(recipe, build_model, model_config, train, validate_model, resume=None,
+        export_model=None):
+    """Train, evaluate and export one text configuration; returns its metrics.
+
+    `export_model(model)` may return a serving copy of the trained model (the
+    RNN recipe rebuilds it without cuDNN-only kernels); default: the model.
+    """
+    validate_text(model_config)
+    validate_model(model_config)
+    class_names = dataset_facts(train.dataset)
+    run_dir = training.start_run(recipe, model_config, train, resume)
+    train_ds, val_ds, test_ds, vectorizer, n_train = datasets(train, model_config)
+    vocabulary_size = vectorizer.vocabulary_size()
+    hparams = dataclasses.asdict(model_config)
+    model = build_model(num_classes=len(class_names), **{
+        **hparams, "vocabulary_size": vocabulary_size})
+    model.compile(optimizer=keras.optimizers.Adam(train.learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    print(f"[{recipe}] {model.count_params():,} parameters, vocabulary {vocabulary_size:,}, "
+          f"{n_train:,} training texts, classes {class_names}", flush=True)
+    metrics, history = training.fit_and_evaluate(
+        model, train_ds, val_ds, test_ds, train, run_dir, n_train)
+    if train.export:
+        serving_model = export_model(model) if export_model else model
+        metrics["export"] = export_text_model(recipe, serving_model, vectorizer, class_names,
+                                              train)
+        training.write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    print(f"[{recipe}] test accuracy {metrics['test_accuracy']:.4f} after {metrics['epochs']} "
+          f"epochs, {metrics['train_seconds']:.0f} s; run {run_dir}", flush=True)
+    return {**metrics, "run_dir": run_dir, "history": history}
+
+
+def main(recipe, doc, model_config, build_model, validate_model, argv=None, export_model=None,
+         epochs=6):
+    """The command line shared by the text recipes."""
+    parser = training.build_parser(
+        f"python -m recipes.{recipe}", doc, model_config,
+        training.TrainConfig(dataset="rt_snippets", epochs=epochs, patience=2),
+        getattr(model_config, "HELP", {}))
+    args = parser.parse_args(argv)
+    model_config, train = training.split_args(args, model_config, training.TrainConfig())
+    try:
+        run(recipe, build_model, model_config, train, validate_model,
+                   resume=args.resume, export_model=export_model)
+    except (training.ConfigError, data.DatasetError) as err:
+        parser.exit(2, f"error: {err}\n")

@@ -1,0 +1,94 @@
+"""Text recipes: model shapes, bad input, train-only vocabulary, raw-string serving."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from recipes import data, export, rnn_text, text, training, transformer_text
+
+IDS = np.random.default_rng(0).integers(0, 50, (3, 12))
+IDS[:, 8:] = 0  # padding
+
+
+@pytest.mark.parametrize("cell", rnn_text.CELLS)
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_rnn_builds_binary_and_multiclass(cell, bidirectional):
+    for num_classes in (2, 4):
+        model = rnn_text.build_model(50, 12, num_classes, cell=cell, bidirectional=bidirectional,
+                                     embedding_dim=8, units=4, num_layers=2)
+        probabilities = model(IDS)
+        assert probabilities.shape == (3, num_classes)
+        np.testing.assert_allclose(np.sum(probabilities, axis=-1), 1.0, rtol=1e-5)
+
+
+def test_transformer_builds_binary_and_multiclass():
+    for num_classes in (2, 4):
+        model = transformer_text.build_model(50, 12, num_classes, embedding_dim=8, num_heads=2,
+                                             intermediate_dim=16, num_blocks=2)
+        assert model(IDS).shape == (3, num_classes)
+
+
+def test_rnn_serving_copy_has_no_cudnn_kernels_and_same_outputs():
+    model = rnn_text.build_model(50, 12, 2, cell="lstm", embedding_dim=8, units=4, num_layers=2)
+    copy = rnn_text.portable_copy(model)
+    recurrent = [rnn for layer in copy.layers if isinstance(layer, keras.layers.Bidirectional)
+                 for rnn in (layer.forward_layer, layer.backward_layer)]
+    assert len(recurrent) == 4 and all(rnn.use_cudnn is False for rnn in recurrent)
+    assert all(rnn.use_cudnn == "auto" for layer in model.layers
+               if isinstance(layer, keras.layers.Bidirectional)
+               for rnn in (layer.forward_layer, layer.backward_layer))
+    np.testing.assert_allclose(copy(IDS), model(IDS), rtol=1e-6)
+
+
+@pytest.mark.parametrize("recipe, flags, message", [
+    (rnn_text, ["--cell", "transformer"], "cell must be one of"),
+    (rnn_text, ["--vocabulary-size", "1"], "vocabulary_size must be >= 2"),
+    (rnn_text, ["--sequence-length", "0"], "sequence_length must be >= 1"),
+    (rnn_text, ["--dataset", "fashion_mnist"], "need a text dataset"),
+    (transformer_text, ["--num-heads", "3"], "multiple of num_heads"),
+    (transformer_text, ["--dataset", "no_such_dataset"], "Unknown dataset"),
+])
+def test_bad_input_refused_before_training(recipe, flags, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        recipe.main([*flags, "--runs-dir", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_vocabulary_comes_from_the_training_slice_only():
+    train = training.TrainConfig(dataset="rt_snippets", limit=200)
+    *_, vectorizer, n_train = text.datasets(train, text.TextConfig(vocabulary_size=500))
+    assert n_train == 200
+    first_train = data.load("rt_snippets", "train").take(200).map(lambda t, label: t)
+    reference = text.make_vectorizer(first_train, 500, 64)
+    assert vectorizer.get_vocabulary() == reference.get_vocabulary()
+    validation = data.load("rt_snippets", "validation").take(200).map(lambda t, label: t)
+    assert text.make_vectorizer(validation, 500, 64).get_vocabulary() != reference.get_vocabulary()
+
+
+def _awkward_batch(size):
+    pool = text.EDGE_CASES + ["A gripping, beautifully acted drama.", "Dull and far too long."]
+    return np.array([pool[i % len(pool)] for i in range(size)])
+
+
+@pytest.mark.parametrize("recipe, flags", [
+    (rnn_text, ["--cell", "gru", "--units", "8", "--embedding-dim", "8"]),
+    (transformer_text, ["--embedding-dim", "8", "--num-heads", "2", "--intermediate-dim", "16",
+                        "--num-blocks", "1"]),
+])
+def test_tiny_run_exports_a_model_that_takes_raw_strings(recipe, flags, tmp_path):
+    recipe.main([*flags, "--epochs", "1", "--limit", "200", "--batch-size", "64",
+                 "--vocabulary-size", "300", "--runs-dir", str(tmp_path / "runs"),
+                 "--export-dir", str(tmp_path / "saved_models")])
+    (name,) = os.listdir(tmp_path / "saved_models")
+    path = str(tmp_path / "saved_models" / name / "1")
+    for batch in (np.array([""]), _awkward_batch(1_000)):
+        served = export.serve_in_fresh_process(path, {"text": batch})
+        assert served["probabilities"].shape == (len(batch), 2)
+        assert np.isfinite(served["probabilities"]).all()
+        np.testing.assert_allclose(served["probabilities"].sum(axis=-1), 1.0, rtol=1e-5)
+        assert set(served["label_name"]) <= {"rotten", "fresh"}
+        assert served["label"].shape == (len(batch),)
