@@ -1,0 +1,289 @@
+"""`python -m tuning <recipe>`: a keras-tuner search over a recipe's hyperparameters.
+
+    python -m tuning cnn --tuner hyperband --epochs 9
+    python -m tuning rnn_text --tuner bayesian --max-trials 12
+    python -m tuning cnn --tuner random --max-trials 10 --export-best
+
+- Resumable: the search lives in `--dir` (default `tuning_runs/<recipe>/<tuner>/`);
+  run the same command again after an interruption (even SIGKILL) and it goes
+  on: finished trials are kept, the interrupted one is run again.
+- Reproducible: `--seed` fixes the sequence of trial hyperparameters.
+- Distributed: keras-tuner's chief/worker mode. `--chief HOST:PORT` serves the
+  oracle, `--worker HOST:PORT` runs trials for it (or set KERASTUNER_TUNER_ID,
+  KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT yourself); `python -m
+  tuning.launch --workers N ...` starts a chief and N workers on this machine.
+- Results: `trials.md` and `trials.csv` in the search directory, sorted by
+  score; the best model restored from its checkpoint, evaluated once on the
+  test split, and with `--export-best` exported like the recipe's own.
+"""
+
+import argparse
+import csv
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+
+import keras
+import keras_tuner as kt
+
+from recipes import data, training
+from tuning.spaces import DEFAULT_DATASETS, RECIPES
+
+TUNERS = ("random", "bayesian", "hyperband", "grid")
+MARKER = "search.json"
+
+
+class SearchError(ValueError):
+    """A search that cannot start; the message says why."""
+
+
+class RecipeHyperModel(kt.HyperModel):
+    """Builds a recipe's model for a point of its space and trains it on that point's data."""
+
+    def __init__(self, recipe):
+        super().__init__(name=recipe.name)
+        self.recipe = recipe
+
+    def build(self, hp):
+        return self.recipe.build(hp)
+
+    def fit(self, hp, model, *args, **kwargs):
+        train_ds, val_ds, _, _ = self.recipe.data(self.recipe.space(hp))
+        kwargs.pop("x", None)
+        kwargs.pop("validation_data", None)
+        return model.fit(train_ds, validation_data=val_ds, shuffle=False, *args, **kwargs)
+
+
+class _TrialLog:
+    """Prints each trial as it starts and appends its wall time and memory to a log.
+
+    `run_log.jsonl` in the search directory gets one line per finished trial
+    run (a trial interrupted and run again appears once, when it finishes).
+    """
+
+    def run_trial(self, trial, *args, **kwargs):
+        print(f"\n[tuning] trial {trial.trial_id} ({self.tuner_id}): "
+              f"{json.dumps(trial.hyperparameters.values)}", flush=True)
+        start = time.perf_counter()
+        result = super().run_trial(trial, *args, **kwargs)
+        line = {
+            "trial_id": trial.trial_id,
+            "tuner_id": self.tuner_id,
+            "seconds": round(time.perf_counter() - start, 2),
+            "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "current_rss_mb": _current_rss_mb(),
+        }
+        with open(os.path.join(self.project_dir, "run_log.jsonl"), "a") as f:
+            f.write(json.dumps(line) + "\n")
+        return result
+
+
+def _current_rss_mb():
+    try:
+        with open("/proc/self/statm") as f:
+            return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except OSError:
+        return None
+
+
+def make_tuner(kind, hypermodel, objective, directory, project_name, max_trials, epochs, seed):
+    """A keras-tuner tuner of `kind` that logs its trials."""
+    common = dict(objective=objective, seed=seed, directory=directory,
+                  project_name=project_name, overwrite=False)
+    if kind == "hyperband":
+        base, extra = kt.Hyperband, dict(max_epochs=epochs, factor=3, hyperband_iterations=1)
+    else:
+        base = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,
+                "grid": kt.GridSearch}[kind]
+        extra = dict(max_trials=max_trials)
+    tuner_class = type(f"Logged{base.__name__}", (_TrialLog, base), {})
+    return tuner_class(hypermodel, **common, **extra)
+
+
+def check_directory(path, recipe, tuner, overwrite):
+    """Refuse a directory that belongs to another search; wipe only with --overwrite."""
+    marker = os.path.join(path, MARKER)
+    if os.path.exists(path) and overwrite:
+        shutil.rmtree(path)
+    if os.path.exists(marker):
+        with open(marker) as f:
+            owner = json.load(f)
+        if (owner["recipe"], owner["tuner"]) != (recipe, tuner):
+            raise SearchError(
+                f"{path} holds a {owner['tuner']} search for {owner['recipe']!r}, not a "
+                f"{tuner} search for {recipe!r}; choose another --dir, or pass --overwrite "
+                "to delete it")
+    elif os.path.isdir(path) and os.listdir(path):
+        raise SearchError(
+            f"{path} exists and is not a search directory; choose another --dir, or pass "
+            "--overwrite to delete it")
+    os.makedirs(path, exist_ok=True)
+    training.write_json(marker, {"recipe": recipe, "tuner": tuner})
+
+
+def trials_table(tuner, path):
+    """Write trials.md and trials.csv (best first) and return the rows."""
+    times = {}
+    log = os.path.join(path, "run_log.jsonl")
+    if os.path.exists(log):
+        with open(log) as f:
+            for line in f:
+                entry = json.loads(line)
+                times[entry["trial_id"]] = entry["seconds"]
+    objective = tuner.oracle.objective
+    trials = [t for t in tuner.oracle.trials.values() if t.score is not None]
+    trials.sort(key=lambda t: t.score, reverse=objective.direction == "max")
+    names = sorted({name for t in trials for name in t.hyperparameters.values
+                    if not name.startswith("tuner/")})
+    rows = []
+    for t in trials:
+        values = t.hyperparameters.values
+        rows.append({"trial": t.trial_id, objective.name: round(t.score, 5),
+                     "epochs": values.get("tuner/epochs", tuner_epochs(tuner)),
+                     "seconds": times.get(t.trial_id, ""),
+                     **{name: _short(values.get(name, "")) for name in names}})
+    columns = ["trial", objective.name, "epochs", "seconds", *names]
+    with open(os.path.join(path, "trials.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(os.path.join(path, "trials.md"), "w") as f:
+        f.write("| " + " | ".join(columns) + " |\n")
+        f.write("|" + "---|" * len(columns) + "\n")
+        for row in rows:
+            f.write("| " + " | ".join(str(row[c]) for c in columns) + " |\n")
+    return rows
+
+
+def _short(value):
+    return float(f"{value:.4g}") if isinstance(value, float) else value
+
+
+def tuner_epochs(tuner):
+    return getattr(tuner, "_recipe_epochs", "")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m tuning", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", help=f"one of {tuple(RECIPES)}")
+    parser.add_argument("--tuner", default="random", help=f"one of {TUNERS} (default: random)")
+    parser.add_argument("--max-trials", type=int, default=10,
+                        help="trials to run (random, bayesian, grid; default: 10)")
+    parser.add_argument("--epochs", type=int, default=3,
+                        help="epochs per trial; Hyperband's max epochs (default: 3)")
+    parser.add_argument("--dataset", default=None, help="TFDS name (default: the recipe's)")
+    parser.add_argument("--seed", type=int, default=42, help="search seed (default: 42)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--limit", type=int, default=0,
+                        help="use at most this many examples per split (0 = all)")
+    parser.add_argument("--precision", default="auto", help=f"one of {training.PRECISIONS}")
+    parser.add_argument("--dir", default=None,
+                        help="search directory (default: tuning_runs/<recipe>/<tuner>)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete an existing search in --dir and start again")
+    parser.add_argument("--export-best", action="store_true",
+                        help="export the best model to --export-dir after the search")
+    parser.add_argument("--export-dir", default="saved_models")
+    role = parser.add_mutually_exclusive_group()
+    role.add_argument("--chief", metavar="HOST:PORT",
+                      help="serve the oracle for distributed workers at HOST:PORT")
+    role.add_argument("--worker", metavar="HOST:PORT",
+                      help="run trials for the chief at HOST:PORT")
+    parser.add_argument("--worker-id", default=None,
+                        help="this worker's name (default: worker-<pid>)")
+    return parser
+
+
+def set_role(args):
+    """Translate --chief/--worker into keras-tuner's environment variables."""
+    address = args.chief or args.worker
+    if not address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise SearchError(f"expected HOST:PORT, got {address!r}")
+    os.environ["KERASTUNER_ORACLE_IP"] = host
+    os.environ["KERASTUNER_ORACLE_PORT"] = port
+    os.environ["KERASTUNER_TUNER_ID"] = (
+        "chief" if args.chief else (args.worker_id or f"worker-{os.getpid()}"))
+
+
+def validate(args):
+    if args.recipe not in RECIPES:
+        raise SearchError(f"unknown recipe {args.recipe!r}; choose one of {tuple(RECIPES)}")
+    if args.tuner not in TUNERS:
+        raise SearchError(f"unknown tuner {args.tuner!r}; choose one of {TUNERS}")
+    if args.max_trials < 1:
+        raise SearchError(f"--max-trials must be >= 1, got {args.max_trials}")
+    if args.epochs < 1:
+        raise SearchError(f"--epochs must be >= 1, got {args.epochs}")
+
+
+def search(args):
+    validate(args)
+    set_role(args)
+    is_worker = os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief" and \
+        "KERASTUNER_ORACLE_IP" in os.environ
+    train = training.TrainConfig(
+        dataset=args.dataset or DEFAULT_DATASETS[args.recipe], epochs=args.epochs,
+        batch_size=args.batch_size, seed=args.seed, precision=args.precision, limit=args.limit,
+        export_dir=args.export_dir)
+    training.validate(train)
+    path = args.dir or os.path.join("tuning_runs", args.recipe, args.tuner)
+    if not is_worker:  # workers share the chief's directory
+        check_directory(path, args.recipe, args.tuner, args.overwrite)
+    keras.utils.set_random_seed(args.seed)
+    keras.config.set_dtype_policy(training.resolve_precision(train.precision))
+    recipe = RECIPES[args.recipe](train)
+    directory, project = os.path.split(os.path.abspath(path))
+    tuner = make_tuner(args.tuner, RecipeHyperModel(recipe), recipe.objective, directory,
+                       project, args.max_trials, args.epochs, args.seed)
+    tuner._recipe_epochs = args.epochs
+    print(f"[tuning] {args.tuner} search for {args.recipe} on {train.dataset} in {path} "
+          f"({os.environ.get('KERASTUNER_TUNER_ID', 'single process')})", flush=True)
+    tuner.search_space_summary()
+    fit_kwargs = {} if args.tuner == "hyperband" else {"epochs": args.epochs}
+    tuner.search(verbose=2, **fit_kwargs)
+    if is_worker:
+        return None
+    return report(tuner, recipe, path, args)
+
+
+def report(tuner, recipe, path, args):
+    """The sorted trial table, the best model on the test split, and its export."""
+    rows = trials_table(tuner, path)
+    print(f"[tuning] {len(rows)} trials, best first: {os.path.join(path, 'trials.md')}")
+    with open(os.path.join(path, "trials.md")) as f:
+        print(f.read())
+    if not rows:
+        return {"trials": 0}
+    best_hp = tuner.get_best_hyperparameters(1)[0]
+    best_model = tuner.get_best_models(1)[0]
+    kwargs = recipe.space(best_hp)
+    test_ds = recipe.data(kwargs)[2]
+    test = best_model.evaluate(test_ds, return_dict=True, verbose=0)
+    best = {"hyperparameters": best_hp.values, "recipe_kwargs": kwargs,
+            **{f"test_{k}": float(v) for k, v in test.items()}}
+    if args.export_best:
+        best["export"] = recipe.export(best_model, kwargs)
+    training.write_json(os.path.join(path, "best.json"), best)
+    print(f"[tuning] best: {json.dumps(best, default=str)}", flush=True)
+    return best
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        search(args)
+    except (SearchError, training.ConfigError, data.DatasetError) as err:
+        parser.exit(2, f"error: {err}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
