@@ -1,0 +1,144 @@
+"""Training throughput of the CNN recipe's pipeline against a numpy-fed baseline.
+
+    python -m benchmarks.throughput              # about 10 minutes here
+    python -m benchmarks.throughput --epochs 2 --limit 8192   # quicker look
+
+The same model (the CNN recipe's default) and batch size, trained back to back
+in one process:
+
+- `numpy baseline`: the way keras-io's mnist_convnet example feeds data, numpy
+  arrays handed to `fit` (scaled to float32 outside the model, as it does);
+- `tf.data fp32`: the recipe's pipeline (cache, shuffle, batch, prefetch;
+  scaling inside the model), float32;
+- `tf.data mixed_bfloat16`: the same under the mixed_bfloat16 policy (only
+  where the CPU has bf16 instructions, or always with --force-bf16);
+- `tf.data jit_compile`: the same, compiled with XLA.
+
+Each variant trains `--epochs` epochs; the first is warm-up (tracing, filling
+the cache) and every later epoch is one repeat. Reported: median images/s,
+min and max, the ratio to the baseline's median, and test accuracy after the
+same budget (equal accuracy within 0.5 point is part of the bar).
+"""
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+
+import keras
+import numpy as np
+
+from benchmarks import write_result
+from recipes import cnn, data, training
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def numpy_arrays(split, limit):
+    """The split as numpy arrays, scaled to [0, 1] float32 like keras-io's example."""
+    ds = data.load("fashion_mnist", split)
+    if limit:
+        ds = ds.take(limit)
+    images, labels = zip(*ds.as_numpy_iterator())
+    return np.stack(images).astype("float32") / 255.0, np.array(labels)
+
+
+def float_input_model(**kwargs):
+    """The recipe's model behind a float input: the numpy baseline scales outside."""
+    model = cnn.build_model((28, 28, 1), 10, **kwargs)
+    inputs = keras.Input((28, 28, 1), dtype="float32")
+    x = inputs
+    for layer in model.layers[2:]:  # skip the uint8 input and the Rescaling layer
+        x = layer(x)
+    return keras.Model(inputs, x)
+
+
+def measure(name, make_model, train, test, epochs, batch_size, precision="float32",
+            jit_compile=False, seed=0):
+    keras.backend.clear_session()
+    keras.config.set_dtype_policy(precision)
+    keras.utils.set_random_seed(seed)
+    model = make_model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], jit_compile=jit_compile)
+    timer = EpochTimer()
+    if isinstance(train, tuple):
+        model.fit(*train, batch_size=batch_size, epochs=epochs, callbacks=[timer], verbose=0)
+        accuracy = model.evaluate(*test, batch_size=batch_size, verbose=0)[1]
+        n = len(train[0])
+    else:
+        model.fit(train, epochs=epochs, callbacks=[timer], verbose=0, shuffle=False)
+        accuracy = model.evaluate(test, verbose=0)[1]
+        n = training.count(train.unbatch())
+    rates = [n / s for s in timer.seconds[1:]]
+    result = {
+        "variant": name,
+        "images_per_second_median": round(statistics.median(rates), 1),
+        "images_per_second_min": round(min(rates), 1),
+        "images_per_second_max": round(max(rates), 1),
+        "repeats": len(rates),
+        "warmup_epoch_seconds": round(timer.seconds[0], 2),
+        "test_accuracy": round(float(accuracy), 4),
+    }
+    print(f"[throughput] {name}: {result}", flush=True)
+    keras.config.set_dtype_policy("float32")
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=4, help="1 warm-up + repeats (default: 4)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--limit", type=int, default=0, help="training images (0 = all 54,000)")
+    parser.add_argument("--force-bf16", action="store_true",
+                        help="measure mixed_bfloat16 even without bf16 instructions")
+    parser.add_argument("--name", default="throughput", help="results file name")
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be >= 2 (the first is warm-up)")
+
+    hparams = dataclasses.asdict(cnn.ModelConfig())
+    train_np, test_np = numpy_arrays("train", args.limit), numpy_arrays("test", 0)
+    pipeline = lambda split, shuffle: training.pipeline(  # noqa: E731
+        data.load("fashion_mnist", split), args.batch_size, shuffle=shuffle,
+        limit=args.limit if split == "train" else 0)
+    train_ds, test_ds = pipeline("train", True), pipeline("test", False)
+    common = dict(epochs=args.epochs, batch_size=args.batch_size)
+
+    rows = [measure("numpy baseline (keras-io style)", lambda: float_input_model(**hparams),
+                    train_np, test_np, **common)]
+    recipe_model = lambda: cnn.build_model((28, 28, 1), 10, **hparams)  # noqa: E731
+    rows.append(measure("tf.data fp32", recipe_model, train_ds, test_ds, **common))
+    if training.cpu_has_bf16() or args.force_bf16:
+        rows.append(measure("tf.data mixed_bfloat16", recipe_model, train_ds, test_ds,
+                            precision="mixed_bfloat16", **common))
+    rows.append(measure("tf.data jit_compile", recipe_model, train_ds, test_ds,
+                        jit_compile=True, **common))
+    baseline = rows[0]["images_per_second_median"]
+    for row in rows:
+        row["ratio_to_baseline"] = round(row["images_per_second_median"] / baseline, 2)
+    table = ["| variant | images/s (median) | min-max | x baseline | test accuracy |",
+             "|---|---:|---:|---:|---:|"]
+    table += [f"| {r['variant']} | {r['images_per_second_median']:,.0f} | "
+              f"{r['images_per_second_min']:,.0f}-{r['images_per_second_max']:,.0f} | "
+              f"{r['ratio_to_baseline']:.2f} | {r['test_accuracy']:.4f} |" for r in rows]
+    print("\n".join(table))
+    command = "python -m benchmarks.throughput " + " ".join(argv or sys.argv[1:])
+    write_result(args.name, {"command": command.strip(), "model": hparams,
+                             "batch_size": args.batch_size, "epochs": args.epochs,
+                             "rows": rows, "table": table})
+
+
+if __name__ == "__main__":
+    sys.exit(main())
