@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from benchmarks import write_result
 from layers import maxout, swish  # noqa: F401  (registers the custom layers for load_model)
-from recipes import cnn, data, export, training
+from recipes import cnn, data, training
 
 
 def percentile(values, q):

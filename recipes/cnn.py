@@ -165,16 +165,6 @@ def dataset_facts(name):
     return shape, info.features[label_key].names
 
 
-def datasets(train):
-    """(train, validation, test) pipelines and the number of training examples."""
-    split = lambda s: data.load(train.dataset, s, train.validation_percent)  # noqa: E731
-    train_ds = training.pipeline(split("train"), train.batch_size, shuffle=True,
-                                 seed=train.seed, limit=train.limit)
-    val_ds = training.pipeline(split("validation"), train.batch_size, limit=train.limit)
-    test_ds = training.pipeline(split("test"), train.batch_size, limit=train.limit)
-    return train_ds, val_ds, test_ds, training.count(train_ds.unbatch())
-
-
 # --- train, evaluate, export -------------------------------------------------
 
 
@@ -201,7 +191,7 @@ def run(model_config, train, resume=None, export_enabled=None):
     shape, class_names = dataset_facts(train.dataset)
     validate(model_config, shape)
     run_dir = training.start_run("cnn", model_config, train, resume)
-    train_ds, val_ds, test_ds, n_train = datasets(train)
+    train_ds, val_ds, test_ds, n_train = training.splits(train)
     model = build_model(shape, len(class_names), **dataclasses.asdict(model_config))
     model.compile(
         optimizer=keras.optimizers.Adam(train.learning_rate),
@@ -275,13 +265,10 @@ def main(argv=None):
     if args.compare_activations and not any(a.startswith("--epochs") for a in argv):
         args.epochs = COMPARE_EPOCHS
     model_config, train = training.split_args(args, ModelConfig(), training.TrainConfig())
-    try:
-        if args.compare_activations:
-            compare_activations(model_config, train)
-        else:
-            run(model_config, train, resume=args.resume)
-    except (training.ConfigError, data.DatasetError) as err:
-        parser.exit(2, f"error: {err}\n")
+    if args.compare_activations:
+        training.run_or_exit(parser, compare_activations, model_config, train)
+    else:
+        training.run_or_exit(parser, run, model_config, train, resume=args.resume)
 
 
 if __name__ == "__main__":

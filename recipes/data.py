@@ -34,7 +34,6 @@ import importlib.util
 import os
 import sys
 
-import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 

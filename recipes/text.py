@@ -75,22 +75,15 @@ def make_vectorizer(train_texts, vocabulary_size, sequence_length):
 
 def datasets(train, vectorizer_config):
     """(train, validation, test) of token ids, the vectorizer, and the train size."""
-    split = lambda s: data.load(train.dataset, s, train.validation_percent)  # noqa: E731
-    raw_train = split("train").take(train.limit) if train.limit else split("train")
+    raw_train = data.load(train.dataset, "train", train.validation_percent)
+    if train.limit:
+        raw_train = raw_train.take(train.limit)
     vectorizer = make_vectorizer(raw_train.map(lambda text, label: text),
                                  vectorizer_config.vocabulary_size,
                                  vectorizer_config.sequence_length)
-
-    def ids(texts, labels):
-        return vectorizer(texts), labels
-
-    train_ds = training.pipeline(raw_train, train.batch_size, shuffle=True, seed=train.seed,
-                                 map_batch=ids)
-    val_ds = training.pipeline(split("validation"), train.batch_size, limit=train.limit,
-                               map_batch=ids)
-    test_ds = training.pipeline(split("test"), train.batch_size, limit=train.limit,
-                                map_batch=ids)
-    return train_ds, val_ds, test_ds, vectorizer, training.count(raw_train)
+    train_ds, val_ds, test_ds, n_train = training.splits(
+        train, map_batch=lambda texts, labels: (vectorizer(texts), labels))
+    return train_ds, val_ds, test_ds, vectorizer, n_train
 
 
 def export_text_model(recipe, model, vectorizer, class_names, train):
@@ -156,8 +149,5 @@ def main(recipe, doc, model_config, build_model, validate_model, argv=None, expo
         getattr(model_config, "HELP", {}))
     args = parser.parse_args(argv)
     model_config, train = training.split_args(args, model_config, training.TrainConfig())
-    try:
-        run(recipe, build_model, model_config, train, validate_model,
-                   resume=args.resume, export_model=export_model)
-    except (training.ConfigError, data.DatasetError) as err:
-        parser.exit(2, f"error: {err}\n")
+    training.run_or_exit(parser, run, recipe, build_model, model_config, train, validate_model,
+                         resume=args.resume, export_model=export_model)

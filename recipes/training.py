@@ -22,6 +22,8 @@ import time
 import keras
 import tensorflow as tf
 
+from recipes import data
+
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
@@ -202,6 +204,33 @@ def pipeline(ds, batch_size, shuffle=False, seed=0, limit=0, map_batch=None):
     if map_batch is not None:
         ds = ds.map(map_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def splits(train, map_example=None, map_batch=None):
+    """(train, validation, test) pipelines of `train.dataset` and the train size.
+
+    `map_example` runs on each example before caching; `map_batch` on each
+    batch (see `pipeline`). `train.limit` caps every split.
+    """
+    def split(name):
+        ds = data.load(train.dataset, name, train.validation_percent)
+        return ds.map(map_example) if map_example else ds
+
+    training_ds = pipeline(split("train"), train.batch_size, shuffle=True,
+                                      seed=train.seed, limit=train.limit, map_batch=map_batch)
+    val_ds = pipeline(split("validation"), train.batch_size, limit=train.limit,
+                      map_batch=map_batch)
+    test_ds = pipeline(split("test"), train.batch_size, limit=train.limit, map_batch=map_batch)
+    return training_ds, val_ds, test_ds, count(split("train").take(train.limit)
+                                                if train.limit else split("train"))
+
+
+def run_or_exit(parser, action, *args, **kwargs):
+    """Run a recipe's `action`; bad configuration or data ends with exit code 2."""
+    try:
+        return action(*args, **kwargs)
+    except (ConfigError, data.DatasetError) as err:
+        parser.exit(2, f"error: {err}\n")
 
 
 def count(ds):

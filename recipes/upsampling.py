@@ -134,16 +134,9 @@ def untrained_artifact(latent_shape, channels, decoder, filters, seeds=(0, 1, 2,
 # --- data, training, evaluation ------------------------------------------------
 
 
-def datasets(train):
-    def pairs(image, label):
-        return image, tf.cast(image, tf.float32) / 255.0
-
-    split = lambda s: data.load(train.dataset, s, train.validation_percent).map(pairs)  # noqa: E731
-    train_ds = training.pipeline(split("train"), train.batch_size, shuffle=True,
-                                 seed=train.seed, limit=train.limit)
-    val_ds = training.pipeline(split("validation"), train.batch_size, limit=train.limit)
-    test_ds = training.pipeline(split("test"), train.batch_size, limit=train.limit)
-    return train_ds, val_ds, test_ds, training.count(train_ds.unbatch())
+def as_reconstruction_target(image, label):
+    """(image, label) -> (uint8 image, the same image scaled to [0, 1])."""
+    return image, tf.cast(image, tf.float32) / 255.0
 
 
 def image_shape(name):
@@ -190,7 +183,8 @@ def run(model_config, train, resume=None, export_enabled=None):
     shape = image_shape(train.dataset)
     validate(model_config, shape)
     run_dir = training.start_run("upsampling", model_config, train, resume)
-    train_ds, val_ds, test_ds, n_train = datasets(train)
+    train_ds, val_ds, test_ds, n_train = training.splits(
+        train, map_example=as_reconstruction_target)
     model = build_model(shape, **dataclasses.asdict(model_config))
     model.compile(optimizer=keras.optimizers.Adam(train.learning_rate), loss="mse")
     print(f"[upsampling] decoder {model_config.decoder}: {model.count_params():,} parameters",
@@ -277,13 +271,10 @@ def main(argv=None):
                         help=f"train each decoder of {KINDS} with the same seed and budget")
     args = parser.parse_args(argv)
     model_config, train = training.split_args(args, ModelConfig(), training.TrainConfig())
-    try:
-        if args.compare:
-            compare(model_config, train)
-        else:
-            run(model_config, train, resume=args.resume)
-    except (training.ConfigError, data.DatasetError) as err:
-        parser.exit(2, f"error: {err}\n")
+    if args.compare:
+        training.run_or_exit(parser, compare, model_config, train)
+    else:
+        training.run_or_exit(parser, run, model_config, train, resume=args.resume)
 
 
 if __name__ == "__main__":

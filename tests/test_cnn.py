@@ -43,7 +43,7 @@ def test_mixed_bfloat16_keeps_softmax_float32():
 @pytest.mark.parametrize("overrides, message", [
     ({"activation": "gelu"}, "activation must be one of"),
     ({"filters": (8, 8, 8, 8, 8)}, "shrink a 28x28 image to nothing at block 5"),
-    ({"kernel_size": 7, "padding": "valid", "filters": (8, 8)}, "at block 2"),
+    ({"kernel_size": 7, "padding": "valid", "filters": (8, 8, 8)}, "at block 3"),
     ({"kernel_size": 4}, "kernel_size must be 3, 5 or 7"),
     ({"dropout": 1.0}, "dropout must be in"),
 ])

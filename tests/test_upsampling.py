@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recipes import export, training, upsampling
+from recipes import export, upsampling
 
 
 def test_checkerboard_score_on_synthetic_images():

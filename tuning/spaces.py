@@ -10,7 +10,7 @@ vocabulary and sequence length chosen), and how to export the winner.
 import keras
 import keras_tuner as kt
 
-from recipes import cnn, rnn_text, text, transformer_text, upsampling
+from recipes import cnn, rnn_text, text, training, transformer_text, upsampling
 
 
 def learning_rate(hp):
@@ -72,7 +72,7 @@ class CNN(Recipe):
         }
 
     def make_data(self, kwargs):
-        train_ds, val_ds, test_ds, _ = cnn.datasets(self.train)
+        train_ds, val_ds, test_ds, _ = training.splits(self.train)
         return train_ds, val_ds, test_ds, None
 
     def model(self, kwargs):
@@ -159,7 +159,8 @@ class Upsampling(Recipe):
         }
 
     def make_data(self, kwargs):
-        train_ds, val_ds, test_ds, _ = upsampling.datasets(self.train)
+        train_ds, val_ds, test_ds, _ = training.splits(
+            self.train, map_example=upsampling.as_reconstruction_target)
         return train_ds, val_ds, test_ds, None
 
     def model(self, kwargs):
