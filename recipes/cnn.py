@@ -203,8 +203,9 @@ def run(model_config, train, resume=None, export_enabled=None):
     if train.export if export_enabled is None else export_enabled:
         metrics["export"] = export_model(model, class_names, shape, train)
         training.write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    exported = f"; exported {metrics['export']}" if "export" in metrics else ""
     print(f"[cnn] test accuracy {metrics['test_accuracy']:.4f} after {metrics['epochs']} "
-          f"epochs, {metrics['train_seconds']:.0f} s; run {run_dir}", flush=True)
+          f"epochs, {metrics['train_seconds']:.0f} s; run {run_dir}{exported}", flush=True)
     return {**metrics, "run_dir": run_dir, "history": history}
 
 
