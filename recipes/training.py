@@ -36,6 +36,7 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 1e-3
     patience: int = 3
+    monitor: str = "val_loss"
     validation_percent: int = 10
     seed: int = 42
     precision: str = "auto"
@@ -49,6 +50,7 @@ class TrainConfig:
         "dataset": "TFDS name",
         "epochs": "maximum epochs (early stopping may end sooner)",
         "patience": "epochs without validation improvement before stopping",
+        "monitor": "validation metric that early stopping watches (and restores the best of)",
         "validation_percent": "share of TFDS's train split held out for validation",
         "precision": f"one of {PRECISIONS}; auto = mixed_bfloat16 on a CPU with bf16 "
         "instructions and no GPU, else float32",
@@ -252,12 +254,12 @@ def callbacks(run_dir, patience, monitor="val_loss"):
 
 
 def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_per_epoch,
-                     monitor="val_loss", extra_callbacks=()):
+                     extra_callbacks=()):
     """Fit with the shared callbacks, evaluate on test once, write metrics.json."""
     start = time.perf_counter()
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=train.epochs, shuffle=False,  # the pipeline shuffles
-        callbacks=[*callbacks(run_dir, train.patience, monitor), *extra_callbacks], verbose=2,
+        callbacks=[*callbacks(run_dir, train.patience, train.monitor), *extra_callbacks], verbose=2,
     )
     train_seconds = time.perf_counter() - start
     epochs_run = len(history.epoch)
