@@ -53,9 +53,22 @@ def numpy_arrays(split, limit):
     return np.stack(images).astype("float32") / 255.0, np.array(labels)
 
 
-def float_input_model(**kwargs):
-    """The recipe's model behind a float input: the numpy baseline scales outside."""
-    model = cnn.build_model((28, 28, 1), 10, **kwargs)
+def mnist_convnet():
+    """keras-io's mnist_convnet model, taking uint8 pixels like the recipe's."""
+    inputs = keras.Input((28, 28, 1), dtype="uint8")
+    x = keras.layers.Rescaling(1.0 / 255)(inputs)
+    x = keras.layers.Conv2D(32, 3, activation="relu")(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(64, 3, activation="relu")(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dropout(0.5)(x)
+    outputs = keras.layers.Dense(10, activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs)
+
+
+def float_input(model):
+    """The same model behind a float input: the numpy baseline scales outside."""
     inputs = keras.Input((28, 28, 1), dtype="float32")
     x = inputs
     for layer in model.layers[2:]:  # skip the uint8 input and the Rescaling layer
@@ -103,12 +116,20 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=0, help="training images (0 = all 54,000)")
     parser.add_argument("--force-bf16", action="store_true",
                         help="measure mixed_bfloat16 even without bf16 instructions")
-    parser.add_argument("--name", default="throughput", help="results file name")
+    parser.add_argument("--model", default="recipe", choices=("recipe", "mnist_convnet"),
+                        help="the CNN recipe's default model, or keras-io's lighter "
+                        "mnist_convnet (where feeding matters more)")
+    parser.add_argument("--name", default=None, help="results file name (default: "
+                        "throughput, or throughput_mnist_convnet)")
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be >= 2 (the first is warm-up)")
 
     hparams = dataclasses.asdict(cnn.ModelConfig())
+    if args.model == "recipe":
+        make_model = lambda: cnn.build_model((28, 28, 1), 10, **hparams)  # noqa: E731
+    else:
+        make_model, hparams = mnist_convnet, "keras-io mnist_convnet"
     train_np, test_np = numpy_arrays("train", args.limit), numpy_arrays("test", 0)
     pipeline = lambda split, shuffle: training.pipeline(  # noqa: E731
         data.load("fashion_mnist", split), args.batch_size, shuffle=shuffle,
@@ -116,14 +137,13 @@ def main(argv=None):
     train_ds, test_ds = pipeline("train", True), pipeline("test", False)
     common = dict(epochs=args.epochs, batch_size=args.batch_size)
 
-    rows = [measure("numpy baseline (keras-io style)", lambda: float_input_model(**hparams),
+    rows = [measure("numpy baseline (keras-io style)", lambda: float_input(make_model()),
                     train_np, test_np, **common)]
-    recipe_model = lambda: cnn.build_model((28, 28, 1), 10, **hparams)  # noqa: E731
-    rows.append(measure("tf.data fp32", recipe_model, train_ds, test_ds, **common))
+    rows.append(measure("tf.data fp32", make_model, train_ds, test_ds, **common))
     if training.cpu_has_bf16() or args.force_bf16:
-        rows.append(measure("tf.data mixed_bfloat16", recipe_model, train_ds, test_ds,
+        rows.append(measure("tf.data mixed_bfloat16", make_model, train_ds, test_ds,
                             precision="mixed_bfloat16", **common))
-    rows.append(measure("tf.data jit_compile", recipe_model, train_ds, test_ds,
+    rows.append(measure("tf.data jit_compile", make_model, train_ds, test_ds,
                         jit_compile=True, **common))
     baseline = rows[0]["images_per_second_median"]
     for row in rows:
@@ -135,7 +155,8 @@ def main(argv=None):
               f"{r['ratio_to_baseline']:.2f} | {r['test_accuracy']:.4f} |" for r in rows]
     print("\n".join(table))
     command = "python -m benchmarks.throughput " + " ".join(argv or sys.argv[1:])
-    write_result(args.name, {"command": command.strip(), "model": hparams,
+    name = args.name or ("throughput" if args.model == "recipe" else "throughput_mnist_convnet")
+    write_result(name, {"command": command.strip(), "model": hparams,
                              "batch_size": args.batch_size, "epochs": args.epochs,
                              "rows": rows, "table": table})
 
