@@ -15,7 +15,8 @@ in one process:
 - `tf.data jit_compile`: the same, compiled with XLA.
 
 Each variant trains `--epochs` epochs; the first is warm-up (tracing, filling
-the cache) and every later epoch is one repeat. Reported: median images/s,
+the cache) and every later epoch is one repeat, interleaved across variants
+(one epoch of each in turn) so that a noisy neighbour slows them alike. Reported: median images/s,
 min and max, the ratio to the baseline's median, and test accuracy after the
 same budget (equal accuracy within 0.5 point is part of the bar).
 """
@@ -31,17 +32,6 @@ import numpy as np
 
 from benchmarks import write_result
 from recipes import cnn, data, training
-
-
-class EpochTimer(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 def numpy_arrays(split, limit):
@@ -76,36 +66,46 @@ def float_input(model):
     return keras.Model(inputs, x)
 
 
-def measure(name, make_model, train, test, epochs, batch_size, precision="float32",
-            jit_compile=False, seed=0):
-    keras.backend.clear_session()
-    keras.config.set_dtype_policy(precision)
-    keras.utils.set_random_seed(seed)
-    model = make_model()
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"], jit_compile=jit_compile)
-    timer = EpochTimer()
-    if isinstance(train, tuple):
-        model.fit(*train, batch_size=batch_size, epochs=epochs, callbacks=[timer], verbose=0)
-        accuracy = model.evaluate(*test, batch_size=batch_size, verbose=0)[1]
-        n = len(train[0])
-    else:
-        model.fit(train, epochs=epochs, callbacks=[timer], verbose=0, shuffle=False)
-        accuracy = model.evaluate(test, verbose=0)[1]
-        n = training.count(train.unbatch())
-    rates = [n / s for s in timer.seconds[1:]]
-    result = {
-        "variant": name,
-        "images_per_second_median": round(statistics.median(rates), 1),
-        "images_per_second_min": round(min(rates), 1),
-        "images_per_second_max": round(max(rates), 1),
-        "repeats": len(rates),
-        "warmup_epoch_seconds": round(timer.seconds[0], 2),
-        "test_accuracy": round(float(accuracy), 4),
-    }
-    print(f"[throughput] {name}: {result}", flush=True)
-    keras.config.set_dtype_policy("float32")
-    return result
+class Variant:
+    """One way of training: a model built under its own precision, and its data."""
+
+    def __init__(self, name, make_model, train, test, batch_size, precision="float32",
+                 jit_compile=False, seed=0):
+        keras.config.set_dtype_policy(precision)  # layers keep the policy they are built with
+        keras.utils.set_random_seed(seed)
+        self.name, self.train, self.test, self.batch_size = name, train, test, batch_size
+        self.model = make_model()
+        self.model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                           metrics=["accuracy"], jit_compile=jit_compile)
+        keras.config.set_dtype_policy("float32")
+        self.images = len(train[0]) if isinstance(train, tuple) else training.count(
+            train.unbatch())
+        self.seconds = []
+
+    def epoch(self):
+        """Train one more epoch; return its wall time."""
+        start = time.perf_counter()
+        if isinstance(self.train, tuple):
+            self.model.fit(*self.train, batch_size=self.batch_size, epochs=1, verbose=0)
+        else:
+            self.model.fit(self.train, epochs=1, verbose=0, shuffle=False)
+        return time.perf_counter() - start
+
+    def result(self, warmup):
+        if isinstance(self.test, tuple):
+            accuracy = self.model.evaluate(*self.test, batch_size=self.batch_size, verbose=0)[1]
+        else:
+            accuracy = self.model.evaluate(self.test, verbose=0)[1]
+        rates = [self.images / s for s in self.seconds]
+        return {
+            "variant": self.name,
+            "images_per_second_median": round(statistics.median(rates), 1),
+            "images_per_second_min": round(min(rates), 1),
+            "images_per_second_max": round(max(rates), 1),
+            "repeats": len(rates),
+            "warmup_epoch_seconds": round(warmup, 2),
+            "test_accuracy": round(float(accuracy), 4),
+        }
 
 
 def main(argv=None):
@@ -135,16 +135,24 @@ def main(argv=None):
         data.load("fashion_mnist", split), args.batch_size, shuffle=shuffle,
         limit=args.limit if split == "train" else 0)
     train_ds, test_ds = pipeline("train", True), pipeline("test", False)
-    common = dict(epochs=args.epochs, batch_size=args.batch_size)
 
-    rows = [measure("numpy baseline (keras-io style)", lambda: float_input(make_model()),
-                    train_np, test_np, **common)]
-    rows.append(measure("tf.data fp32", make_model, train_ds, test_ds, **common))
+    variants = [Variant("numpy baseline (keras-io style)", lambda: float_input(make_model()),
+                        train_np, test_np, args.batch_size),
+                Variant("tf.data fp32", make_model, train_ds, test_ds, args.batch_size)]
     if training.cpu_has_bf16() or args.force_bf16:
-        rows.append(measure("tf.data mixed_bfloat16", make_model, train_ds, test_ds,
-                            precision="mixed_bfloat16", **common))
-    rows.append(measure("tf.data jit_compile", make_model, train_ds, test_ds,
-                        jit_compile=True, **common))
+        variants.append(Variant("tf.data mixed_bfloat16", make_model, train_ds, test_ds,
+                                args.batch_size, precision="mixed_bfloat16"))
+    variants.append(Variant("tf.data jit_compile", make_model, train_ds, test_ds,
+                            args.batch_size, jit_compile=True))
+    # Warm-up epoch (tracing, filling the cache), then the repeats interleaved
+    # variant by variant, so a noisy neighbour slows every variant alike.
+    warmups = [variant.epoch() for variant in variants]
+    for repeat in range(args.epochs - 1):
+        for variant in variants:
+            variant.seconds.append(variant.epoch())
+            print(f"[throughput] repeat {repeat + 1}: {variant.name} "
+                  f"{variant.images / variant.seconds[-1]:,.0f} images/s", flush=True)
+    rows = [variant.result(warmup) for variant, warmup in zip(variants, warmups)]
     baseline = rows[0]["images_per_second_median"]
     for row in rows:
         row["ratio_to_baseline"] = round(row["images_per_second_median"] / baseline, 2)
