@@ -37,6 +37,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     patience: int = 3
     monitor: str = "val_loss"
+    lr_patience: int = 0
     validation_percent: int = 10
     seed: int = 42
     precision: str = "auto"
@@ -51,6 +52,8 @@ class TrainConfig:
         "epochs": "maximum epochs (early stopping may end sooner)",
         "patience": "epochs without validation improvement before stopping",
         "monitor": "validation metric that early stopping watches (and restores the best of)",
+        "lr_patience": "epochs without improvement before the learning rate is cut to a "
+        "fifth (0 = never)",
         "validation_percent": "share of TFDS's train split held out for validation",
         "precision": f"one of {PRECISIONS}; auto = mixed_bfloat16 on a CPU with bf16 "
         "instructions and no GPU, else float32",
@@ -137,6 +140,8 @@ def validate(train):
     if not 0 < train.validation_percent < 100:
         raise ConfigError(
             f"validation_percent must be between 1 and 99, got {train.validation_percent}")
+    if train.patience < 0 or train.lr_patience < 0:
+        raise ConfigError("patience and lr_patience must be >= 0")
     if train.limit < 0:
         raise ConfigError(f"limit must be >= 0, got {train.limit}")
     resolve_precision(train.precision)
@@ -243,8 +248,12 @@ def count(ds):
     return int(ds.reduce(0, lambda total, _: total + 1))
 
 
-def callbacks(run_dir, patience, monitor="val_loss"):
+def callbacks(run_dir, patience, monitor="val_loss", lr_patience=0):
+    plateau = [keras.callbacks.ReduceLROnPlateau(
+        monitor=monitor, factor=0.2, patience=lr_patience, min_lr=1e-5, verbose=1)
+    ] if lr_patience else []
     return [
+        *plateau,
         keras.callbacks.EarlyStopping(
             monitor=monitor, patience=patience, restore_best_weights=True, verbose=1),
         keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
@@ -259,7 +268,8 @@ def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_
     start = time.perf_counter()
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=train.epochs, shuffle=False,  # the pipeline shuffles
-        callbacks=[*callbacks(run_dir, train.patience, train.monitor), *extra_callbacks], verbose=2,
+        callbacks=[*callbacks(run_dir, train.patience, train.monitor, train.lr_patience),
+                   *extra_callbacks], verbose=2,
     )
     train_seconds = time.perf_counter() - start
     epochs_run = len(history.epoch)

@@ -146,3 +146,13 @@ def test_named_signature_and_fresh_process_check(tmp_path):
     expected["label"] = 1 - expected["label"]
     with pytest.raises(AssertionError, match="label"):
         export.verify_in_fresh_process(path, {"x": x}, expected)
+
+
+def test_learning_rate_cut_only_when_asked(tmp_path):
+    names = lambda cbs: [type(cb).__name__ for cb in cbs]  # noqa: E731
+    assert "ReduceLROnPlateau" not in names(training.callbacks(str(tmp_path), 3))
+    plateau = training.callbacks(str(tmp_path), 4, "val_accuracy", lr_patience=2)[0]
+    assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau)
+    assert plateau.patience == 2 and plateau.monitor == "val_accuracy"
+    with pytest.raises(training.ConfigError, match="lr_patience"):
+        training.validate(dataclasses.replace(training.TrainConfig(), lr_patience=-1))
