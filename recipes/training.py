@@ -223,13 +223,15 @@ def splits(train, map_example=None, map_batch=None):
         ds = data.load(train.dataset, name, train.validation_percent)
         return ds.map(map_example) if map_example else ds
 
-    training_ds = pipeline(split("train"), train.batch_size, shuffle=True,
-                                      seed=train.seed, limit=train.limit, map_batch=map_batch)
+    train_split = split("train")
+    if train.limit:
+        train_split = train_split.take(train.limit)
+    train_ds = pipeline(train_split, train.batch_size, shuffle=True, seed=train.seed,
+                        map_batch=map_batch)
     val_ds = pipeline(split("validation"), train.batch_size, limit=train.limit,
                       map_batch=map_batch)
     test_ds = pipeline(split("test"), train.batch_size, limit=train.limit, map_batch=map_batch)
-    return training_ds, val_ds, test_ds, count(split("train").take(train.limit)
-                                                if train.limit else split("train"))
+    return train_ds, val_ds, test_ds, count(train_split)
 
 
 def run_or_exit(parser, action, *args, **kwargs):
