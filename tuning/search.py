@@ -124,8 +124,11 @@ def check_directory(path, recipe, tuner, overwrite):
     training.write_json(marker, {"recipe": recipe, "tuner": tuner})
 
 
-def trials_table(tuner, path):
-    """Write trials.md and trials.csv (best first) and return the rows."""
+def trials_table(tuner, path, epochs):
+    """Write trials.md and trials.csv (best first) and return the rows.
+
+    `epochs` is what each trial trained for, unless Hyperband says otherwise.
+    """
     times = {}
     log = os.path.join(path, "run_log.jsonl")
     if os.path.exists(log):
@@ -142,7 +145,7 @@ def trials_table(tuner, path):
     for t in trials:
         values = t.hyperparameters.values
         rows.append({"trial": t.trial_id, objective.name: round(t.score, 5),
-                     "epochs": values.get("tuner/epochs", tuner_epochs(tuner)),
+                     "epochs": values.get("tuner/epochs", epochs),
                      "seconds": times.get(t.trial_id, ""),
                      **{name: _short(values.get(name, "")) for name in names}})
     columns = ["trial", objective.name, "epochs", "seconds", *names]
@@ -160,10 +163,6 @@ def trials_table(tuner, path):
 
 def _short(value):
     return float(f"{value:.4g}") if isinstance(value, float) else value
-
-
-def tuner_epochs(tuner):
-    return getattr(tuner, "_recipe_epochs", "")
 
 
 def build_parser():
@@ -243,7 +242,6 @@ def search(args):
     directory, project = os.path.split(os.path.abspath(path))
     tuner = make_tuner(args.tuner, RecipeHyperModel(recipe), recipe.objective, directory,
                        project, args.max_trials, args.epochs, args.seed)
-    tuner._recipe_epochs = args.epochs
     print(f"[tuning] {args.tuner} search for {args.recipe} on {train.dataset} in {path} "
           f"({os.environ.get('KERASTUNER_TUNER_ID', 'single process')})", flush=True)
     tuner.search_space_summary()
@@ -256,7 +254,7 @@ def search(args):
 
 def report(tuner, recipe, path, args):
     """The sorted trial table, the best model on the test split, and its export."""
-    rows = trials_table(tuner, path)
+    rows = trials_table(tuner, path, args.epochs)
     print(f"[tuning] {len(rows)} trials, best first: {os.path.join(path, 'trials.md')}")
     with open(os.path.join(path, "trials.md")) as f:
         print(f.read())
