@@ -186,7 +186,6 @@ def export_model(model, class_names, shape, train):
     path = export.export_savedmodel(
         model, "cnn", {"image": tf.TensorSpec((None, *shape), tf.uint8)}, serve,
         root=train.export_dir, sample={"image": images})
-    print(f"[cnn] exported {path} (verified in a fresh interpreter)", flush=True)
     return path
 
 

@@ -72,6 +72,8 @@ def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=No
         break
     if sample is not None:
         verify_in_fresh_process(final, sample, expected_outputs(serve, sample))
+    checked = " (verified in a fresh interpreter)" if sample is not None else ""
+    print(f"[{name}] exported {final}{checked}", flush=True)
     return final
 
 

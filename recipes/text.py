@@ -103,8 +103,6 @@ def export_text_model(recipe, model, vectorizer, class_names, train):
     path = export.export_savedmodel(
         end_to_end, recipe, {"text": tf.TensorSpec((None,), tf.string)}, serve,
         root=train.export_dir, sample={"text": np.array(samples + EDGE_CASES)})
-    print(f"[{recipe}] exported {path} (verified in a fresh interpreter, "
-          f"including {len(EDGE_CASES)} awkward strings)", flush=True)
     return path
 
 

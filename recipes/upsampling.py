@@ -174,7 +174,6 @@ def export_model(model, shape, train):
     path = export.export_savedmodel(
         model, "upsampling", {"image": tf.TensorSpec((None, *shape), tf.uint8)}, serve,
         root=train.export_dir, sample={"image": images})
-    print(f"[upsampling] exported {path} (verified in a fresh interpreter)", flush=True)
     return path
 
 
