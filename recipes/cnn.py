@@ -226,9 +226,9 @@ def compare_activations(model_config, train):
     rows, curves = [], {}
     for activation in ACTIVATIONS:
         print(f"\n[cnn] === activation {activation} ===", flush=True)
-        keras.backend.clear_session()
-        result = run(dataclasses.replace(model_config, activation=activation), train,
-                     export_enabled=False)
+        with training.released_graphs():
+            result = run(dataclasses.replace(model_config, activation=activation), train,
+                         export_enabled=False)
         rows.append((activation, result["test_accuracy"], result["parameters"],
                      result["train_seconds"], result["epochs"]))
         curves[activation] = result["history"]["val_accuracy"]

@@ -216,9 +216,9 @@ def compare(model_config, train):
     results = {}
     for kind in KINDS:
         print(f"\n[upsampling] === decoder {kind} ===", flush=True)
-        keras.backend.clear_session()
-        results[kind] = run(dataclasses.replace(model_config, decoder=kind), train,
-                            export_enabled=False)
+        with training.released_graphs():
+            results[kind] = run(dataclasses.replace(model_config, decoder=kind), train,
+                                export_enabled=False)
     table = [
         f"Decoders on {train.dataset} test split: same encoder, seed {train.seed}, at most "
         f"{train.epochs} epochs (early stopping), batch {train.batch_size}. Checkerboard "

@@ -1,6 +1,7 @@
 """Shared conventions: run directories, config flags, resume, versioned export."""
 
 import dataclasses
+import gc
 import json
 import os
 
@@ -156,3 +157,33 @@ def test_learning_rate_cut_only_when_asked(tmp_path):
     assert plateau.patience == 2 and plateau.monitor == "val_accuracy"
     with pytest.raises(training.ConfigError, match="lr_patience"):
         training.validate(dataclasses.replace(training.TrainConfig(), lr_patience=-1))
+
+
+def _func_graphs():
+    from tensorflow.python.framework import func_graph
+
+    return sum(isinstance(o, func_graph.FuncGraph) for o in gc.get_objects())
+
+
+def test_released_graphs_keeps_memory_flat_model_after_model():
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+
+    def train_one():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+
+    with training.released_graphs():  # warm-up: TF's own one-off graphs
+        train_one()
+    registry, graphs = len(training._gradient_registry()), _func_graphs()
+    for _ in range(3):
+        with training.released_graphs():
+            train_one()
+    assert len(training._gradient_registry()) == registry
+    assert _func_graphs() <= graphs
+    # Without it, each traced train step stays registered (the leak it works around).
+    keras.backend.clear_session()
+    train_one()
+    keras.backend.clear_session()
+    assert len(training._gradient_registry()) > registry

@@ -68,7 +68,8 @@ class _TrialLog:
         print(f"\n[tuning] trial {trial.trial_id} ({self.tuner_id}): "
               f"{json.dumps(trial.hyperparameters.values)}", flush=True)
         start = time.perf_counter()
-        result = super().run_trial(trial, *args, **kwargs)
+        with training.released_graphs():
+            result = super().run_trial(trial, *args, **kwargs)
         line = {
             "trial_id": trial.trial_id,
             "tuner_id": self.tuner_id,
