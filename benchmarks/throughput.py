@@ -70,15 +70,16 @@ class Variant:
     """One way of training: a model built under its own precision, and its data."""
 
     def __init__(self, name, make_model, train, test, batch_size, precision="float32",
-                 jit_compile=False, seed=0):
+                 jit_compile=False, seed=0, unit="images"):
         keras.config.set_dtype_policy(precision)  # layers keep the policy they are built with
         keras.utils.set_random_seed(seed)
         self.name, self.train, self.test, self.batch_size = name, train, test, batch_size
+        self.unit = unit
         self.model = make_model()
         self.model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
                            metrics=["accuracy"], jit_compile=jit_compile)
         keras.config.set_dtype_policy("float32")
-        self.images = len(train[0]) if isinstance(train, tuple) else training.count(
+        self.examples = len(train[0]) if isinstance(train, tuple) else training.count(
             train.unbatch())
         self.seconds = []
 
@@ -96,12 +97,12 @@ class Variant:
             accuracy = self.model.evaluate(*self.test, batch_size=self.batch_size, verbose=0)[1]
         else:
             accuracy = self.model.evaluate(self.test, verbose=0)[1]
-        rates = [self.images / s for s in self.seconds]
+        rates = [self.examples / s for s in self.seconds]
         return {
             "variant": self.name,
-            "images_per_second_median": round(statistics.median(rates), 1),
-            "images_per_second_min": round(min(rates), 1),
-            "images_per_second_max": round(max(rates), 1),
+            f"{self.unit}_per_second_median": round(statistics.median(rates), 1),
+            f"{self.unit}_per_second_min": round(min(rates), 1),
+            f"{self.unit}_per_second_max": round(max(rates), 1),
             "repeats": len(rates),
             "warmup_epoch_seconds": round(warmup, 2),
             "test_accuracy": round(float(accuracy), 4),
@@ -151,7 +152,7 @@ def main(argv=None):
         for variant in variants:
             variant.seconds.append(variant.epoch())
             print(f"[throughput] repeat {repeat + 1}: {variant.name} "
-                  f"{variant.images / variant.seconds[-1]:,.0f} images/s", flush=True)
+                  f"{variant.examples / variant.seconds[-1]:,.0f} images/s", flush=True)
     rows = [variant.result(warmup) for variant, warmup in zip(variants, warmups)]
     baseline = rows[0]["images_per_second_median"]
     for row in rows:
