@@ -24,3 +24,23 @@ def test_newest_default_run_is_reported(tmp_path):
     assert accuracy.newest_run(str(tmp_path), "rnn_text", {"cell": "gru"})[0] == old
     assert accuracy.newest_run(str(tmp_path), "rnn_text", {"cell": "lstm"})[0] == lstm
     assert accuracy.newest_run(str(tmp_path), "cnn", {}) is None
+
+
+def test_hyperband_winner_is_retrained_with_exactly_its_hyperparameters(monkeypatch):
+    from benchmarks import hyperband
+    from recipes import cnn
+
+    best = {"hyperparameters": {"learning_rate": 0.0012345678901234, "blocks": 2},
+            "recipe_kwargs": {"filters": [48, 96], "kernel_size": 5, "activation": "swish",
+                              "dropout": 0.30000000000000004, "dense_units": 128}}
+    seen = {}
+    monkeypatch.setattr(cnn, "run", lambda model, train, resume=None: seen.update(
+        model=model, train=train))
+    cnn.main(hyperband.recipe_flags(best))
+    assert seen["model"].filters == (48, 96)
+    for name, value in best["recipe_kwargs"].items():
+        if name != "filters":
+            assert getattr(seen["model"], name) == value
+    assert seen["train"].learning_rate == best["hyperparameters"]["learning_rate"]
+    # Everything else stays at the recipe's default budget.
+    assert seen["train"].epochs == cnn.EPOCHS and seen["train"].limit == 0
