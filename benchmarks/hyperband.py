@@ -33,9 +33,10 @@ BAR_MINUTES = 30
 def recipe_flags(best):
     """`python -m recipes.cnn` flags for a search's best.json."""
     kwargs = best["recipe_kwargs"]
-    flags = ["--filters", ",".join(str(f) for f in kwargs["filters"])]
-    for name in ("kernel_size", "activation", "dropout", "dense_units"):
-        flags += ["--" + name.replace("_", "-"), str(kwargs[name])]
+    flags = []
+    for name, value in kwargs.items():
+        value = ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
+        flags += ["--" + name.replace("_", "-"), str(value)]
     return flags + ["--learning-rate", repr(best["hyperparameters"]["learning_rate"])]
 
 

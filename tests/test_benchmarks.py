@@ -32,7 +32,8 @@ def test_hyperband_winner_is_retrained_with_exactly_its_hyperparameters(monkeypa
 
     best = {"hyperparameters": {"learning_rate": 0.0012345678901234, "blocks": 2},
             "recipe_kwargs": {"filters": [48, 96], "kernel_size": 5, "activation": "swish",
-                              "dropout": 0.30000000000000004, "dense_units": 128}}
+                              "dropout": 0.30000000000000004, "dense_units": 128,
+                              "batch_norm_momentum": 0.9}}
     seen = {}
     monkeypatch.setattr(cnn, "run", lambda model, train, resume=None: seen.update(
         model=model, train=train))

@@ -30,6 +30,14 @@ def test_maxout_doubles_the_channels_it_reduces():
     assert dense[0].units == 16
 
 
+def test_batch_norm_momentum_reaches_every_batch_norm_layer():
+    model = cnn.build_model((28, 28, 1), 10, filters=(4, 8), dense_units=8,
+                            batch_norm_momentum=0.9)
+    norms = [layer for layer in model.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 2 and all(layer.momentum == 0.9 for layer in norms)
+
+
 def test_mixed_bfloat16_keeps_softmax_float32():
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
@@ -46,6 +54,7 @@ def test_mixed_bfloat16_keeps_softmax_float32():
     ({"kernel_size": 7, "padding": "valid", "filters": (8, 8, 8)}, "at block 3"),
     ({"kernel_size": 4}, "kernel_size must be 3, 5 or 7"),
     ({"dropout": 1.0}, "dropout must be in"),
+    ({"batch_norm_momentum": 1.0}, "batch_norm_momentum must be in"),
 ])
 def test_bad_model_config(overrides, message):
     config = cnn.ModelConfig(**overrides)
