@@ -22,7 +22,6 @@ import statistics
 import sys
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -51,9 +50,8 @@ class TextModel:
 
     def serve(self):
         """A traced strings -> probabilities function, like the exported signature."""
-        strings = keras.Input((), dtype="string")
-        end_to_end = keras.Model(strings, self.variant.model(self.vectorizer(strings)))
-        return tf.function(lambda texts: end_to_end(texts, training=False),
+        model = text.end_to_end(self.variant.model, self.vectorizer)
+        return tf.function(lambda texts: model(texts, training=False),
                            input_signature=[tf.TensorSpec((None,), tf.string)])
 
 

@@ -86,14 +86,19 @@ def datasets(train, vectorizer_config):
     return train_ds, val_ds, test_ds, vectorizer, n_train
 
 
+def end_to_end(model, vectorizer, name=None):
+    """Raw strings -> probabilities: the vectorizer in front of the trained model."""
+    text = keras.Input((), dtype="string", name="text")
+    return keras.Model(text, model(vectorizer(text)), name=name)
+
+
 def export_text_model(recipe, model, vectorizer, class_names, train):
     """Export strings -> probabilities, checked on real and awkward inputs."""
-    text = keras.Input((), dtype="string", name="text")
-    end_to_end = keras.Model(text, model(vectorizer(text)), name=f"{recipe}_serving")
+    serving_model = end_to_end(model, vectorizer, name=f"{recipe}_serving")
     names = tf.constant(class_names)
 
     def serve(text):
-        probabilities = end_to_end(text, training=False)
+        probabilities = serving_model(text, training=False)
         label = tf.argmax(probabilities, axis=-1)
         return {"probabilities": probabilities, "label": label,
                 "label_name": tf.gather(names, label)}
@@ -101,7 +106,7 @@ def export_text_model(recipe, model, vectorizer, class_names, train):
     samples = [t.decode("utf-8") for t, _ in
                data.load(train.dataset, "test").take(27).as_numpy_iterator()]
     path = export.export_savedmodel(
-        end_to_end, recipe, {"text": tf.TensorSpec((None,), tf.string)}, serve,
+        serving_model, recipe, {"text": tf.TensorSpec((None,), tf.string)}, serve,
         root=train.export_dir, sample={"text": np.array(samples + EDGE_CASES)})
     return path
 
