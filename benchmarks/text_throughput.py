@@ -18,7 +18,6 @@ Ratios are to the BiLSTM measured in the same run.
 
 import argparse
 import dataclasses
-import statistics
 import sys
 import time
 
@@ -26,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks import write_result
-from benchmarks.throughput import Variant
+from benchmarks.throughput import Variant, rate_stats
 from recipes import data, rnn_text, text, training, transformer_text
 
 RECIPES = {
@@ -94,12 +93,8 @@ def main(argv=None):
 
     rows = []
     for m, warmup in zip(models, warmups):
-        row = m.variant.result(warmup)
-        rates = [len(texts) / s for s in m.serve_seconds]
-        row["serving_examples_per_second_median"] = round(statistics.median(rates), 1)
-        row["serving_examples_per_second_min"] = round(min(rates), 1)
-        row["serving_examples_per_second_max"] = round(max(rates), 1)
-        rows.append(row)
+        rows.append({**m.variant.result(warmup),
+                     **rate_stats("serving_examples_per_second", len(texts), m.serve_seconds)})
     for key in ("examples_per_second_median", "serving_examples_per_second_median"):
         for row in rows:
             row[key.replace("_median", "_ratio")] = round(row[key] / rows[0][key], 2)

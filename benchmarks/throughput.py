@@ -66,6 +66,13 @@ def float_input(model):
     return keras.Model(inputs, x)
 
 
+def rate_stats(key, count, seconds):
+    """`{key}_median`, `_min`, `_max` of `count` items over each of `seconds`."""
+    rates = [count / s for s in seconds]
+    return {f"{key}_median": round(statistics.median(rates), 1),
+            f"{key}_min": round(min(rates), 1), f"{key}_max": round(max(rates), 1)}
+
+
 class Variant:
     """One way of training: a model built under its own precision, and its data."""
 
@@ -97,13 +104,10 @@ class Variant:
             accuracy = self.model.evaluate(*self.test, batch_size=self.batch_size, verbose=0)[1]
         else:
             accuracy = self.model.evaluate(self.test, verbose=0)[1]
-        rates = [self.examples / s for s in self.seconds]
         return {
             "variant": self.name,
-            f"{self.unit}_per_second_median": round(statistics.median(rates), 1),
-            f"{self.unit}_per_second_min": round(min(rates), 1),
-            f"{self.unit}_per_second_max": round(max(rates), 1),
-            "repeats": len(rates),
+            **rate_stats(f"{self.unit}_per_second", self.examples, self.seconds),
+            "repeats": len(self.seconds),
             "warmup_epoch_seconds": round(warmup, 2),
             "test_accuracy": round(float(accuracy), 4),
         }
