@@ -187,3 +187,15 @@ def test_released_graphs_keeps_memory_flat_model_after_model():
     train_one()
     keras.backend.clear_session()
     assert len(training._gradient_registry()) > registry
+
+
+def test_pipeline_batches_reshuffles_and_runs_without_the_autotuner():
+    ds = tf.data.Dataset.range(10).map(lambda i: (i, i % 2))
+    train = training.pipeline(ds, 4, shuffle=True, seed=1)
+    epochs = [[x.numpy().tolist() for x, _ in train] for _ in range(2)]
+    assert [len(batch) for batch in epochs[0]] == [4, 4, 2]
+    assert sorted(sum(epochs[0], [])) == list(range(10))  # each example once
+    assert epochs[0] != epochs[1]  # reshuffled every epoch
+    # The autotuner's thread can stall the end of an epoch (training.pipeline).
+    assert train.options().autotune.enabled is False
+    assert training.pipeline(ds, 4, limit=3).options().autotune.enabled is False
