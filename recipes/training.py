@@ -6,7 +6,8 @@
 - `start_run`: seeds everything, sets the precision policy, makes a new
   `runs/<recipe>/<timestamp>/` (never reusing one unless asked to resume),
   prints the resolved configuration and saves it there.
-- `pipeline`: the tf.data conventions (cache, shuffle, batch, prefetch).
+- `pipeline`: the tf.data conventions (cache, shuffle, batch, prefetch; no
+  autotuner, whose thread can stall the end of an epoch).
 - `fit_and_evaluate`: EarlyStopping (best weights restored), BackupAndRestore
   (an interrupted run resumes with `--resume RUN_DIR`), TerminateOnNaN and
   TensorBoard; the test split evaluated once, at the end; `metrics.json`.
