@@ -8,7 +8,9 @@ shuffle, batch 128, prefetch) and its default precision, in one process:
 
 - training: one warm-up epoch each (tracing, filling the cache), then
   `--epochs - 1` more, interleaved model by model so that a noisy neighbour
-  slows them alike; median, min and max examples/s;
+  slows them alike; median, min and max examples/s, and each epoch's
+  seconds outside its steps (where a tf.data stall would show, see
+  `training.pipeline`);
 - inference from raw strings, as the exported model serves them: the test
   split in batches of 256 through a traced `vectorizer -> model` function,
   `--repeats` times, interleaved likewise.
@@ -99,11 +101,13 @@ def main(argv=None):
         for row in rows:
             row[key.replace("_median", "_ratio")] = round(row[key] / rows[0][key], 2)
     table = ["| model | training examples/s (median, min-max) | x BiLSTM | "
+             "s outside steps, each epoch | "
              "inference from strings, examples/s (median, min-max) | x BiLSTM | "
-             f"test accuracy after {args.epochs} epochs |", "|---|---:|---:|---:|---:|---:|"]
+             f"test accuracy after {args.epochs} epochs |", "|---|---:|---:|---:|---:|---:|---:|"]
     table += [f"| {r['variant']} | {r['examples_per_second_median']:,.0f} "
               f"({r['examples_per_second_min']:,.0f}-{r['examples_per_second_max']:,.0f}) | "
               f"{r['examples_per_second_ratio']:.2f} | "
+              f"{', '.join(f'{s:.2f}' for s in r['seconds_outside_steps'])} | "
               f"{r['serving_examples_per_second_median']:,.0f} "
               f"({r['serving_examples_per_second_min']:,.0f}-"
               f"{r['serving_examples_per_second_max']:,.0f}) | "

@@ -1,6 +1,7 @@
 """Training throughput of the CNN recipe's pipeline against a numpy-fed baseline.
 
-    python -m benchmarks.throughput              # about 10 minutes here
+    python -m benchmarks.throughput              # about 30 minutes here (XLA is most of it)
+    python -m benchmarks.throughput --model mnist_convnet     # about 7 minutes
     python -m benchmarks.throughput --epochs 2 --limit 8192   # quicker look
 
 The same model (the CNN recipe's default) and batch size, trained back to back
@@ -16,9 +17,18 @@ in one process:
 
 Each variant trains `--epochs` epochs; the first is warm-up (tracing, filling
 the cache) and every later epoch is one repeat, interleaved across variants
-(one epoch of each in turn) so that a noisy neighbour slows them alike. Reported: median images/s,
-min and max, the ratio to the baseline's median, and test accuracy after the
-same budget (equal accuracy within 0.5 point is part of the bar).
+(one epoch of each in turn) so that a noisy neighbour slows them alike.
+
+Reported, each with its ratio to the baseline:
+- images/s per epoch (median, min, max): what a user waits for, everything
+  included;
+- images/s per step: one batch over the median step time (waiting for the
+  batch included), the steady state, which a slow spell on the machine or a
+  stall between epochs barely moves;
+- seconds outside steps in each epoch: fit's setup and the iterator's start
+  and end, where tf.data's autotuner can stall (see `training.pipeline`);
+- test accuracy after the same budget (equal within 0.5 point is part of the
+  bar).
 """
 
 import argparse
@@ -66,6 +76,20 @@ def float_input(model):
     return keras.Model(inputs, x)
 
 
+class StepTimes(keras.callbacks.Callback):
+    """Wall time of each training step (waiting for its batch included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
 def rate_stats(key, count, seconds):
     """`{key}_median`, `_min`, `_max` of `count` items over each of `seconds`."""
     rates = [count / s for s in seconds]
@@ -88,18 +112,23 @@ class Variant:
         keras.config.set_dtype_policy("float32")
         self.examples = len(train[0]) if isinstance(train, tuple) else training.count(
             train.unbatch())
-        self.seconds = []
+        self.seconds = []  # wall time of each repeat (the caller appends)
+        self.step_seconds = []  # each epoch's step times, warm-up first
 
     def epoch(self):
         """Train one more epoch; return its wall time."""
+        steps = StepTimes()
         start = time.perf_counter()
         if isinstance(self.train, tuple):
-            self.model.fit(*self.train, batch_size=self.batch_size, epochs=1, verbose=0)
+            self.model.fit(*self.train, batch_size=self.batch_size, epochs=1, verbose=0,
+                           callbacks=[steps])
         else:
-            self.model.fit(self.train, epochs=1, verbose=0, shuffle=False)
+            self.model.fit(self.train, epochs=1, verbose=0, shuffle=False, callbacks=[steps])
+        self.step_seconds.append(steps.seconds)
         return time.perf_counter() - start
 
     def result(self, warmup):
+        repeats = self.step_seconds[-len(self.seconds):]
         if isinstance(self.test, tuple):
             accuracy = self.model.evaluate(*self.test, batch_size=self.batch_size, verbose=0)[1]
         else:
@@ -108,6 +137,14 @@ class Variant:
             "variant": self.name,
             **rate_stats(f"{self.unit}_per_second", self.examples, self.seconds),
             "repeats": len(self.seconds),
+            # Steady state: one batch over the median step of the repeats, which
+            # neither a slow spell on the machine nor an epoch's ends move much.
+            f"step_{self.unit}_per_second": round(self.batch_size / statistics.median(
+                sum(repeats, [])), 1),
+            # Each repeat's wall time not spent in a step: fit's setup, the
+            # iterator's start and end (where tf.data's stalls land).
+            "seconds_outside_steps": [round(wall - sum(steps), 2)
+                                      for wall, steps in zip(self.seconds, repeats)],
             "warmup_epoch_seconds": round(warmup, 2),
             "test_accuracy": round(float(accuracy), 4),
         }
@@ -116,7 +153,7 @@ class Variant:
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=4, help="1 warm-up + repeats (default: 4)")
+    parser.add_argument("--epochs", type=int, default=5, help="1 warm-up + repeats (default: 5)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--limit", type=int, default=0, help="training images (0 = all 54,000)")
     parser.add_argument("--force-bf16", action="store_true",
@@ -158,14 +195,19 @@ def main(argv=None):
             print(f"[throughput] repeat {repeat + 1}: {variant.name} "
                   f"{variant.examples / variant.seconds[-1]:,.0f} images/s", flush=True)
     rows = [variant.result(warmup) for variant, warmup in zip(variants, warmups)]
-    baseline = rows[0]["images_per_second_median"]
+    baseline, steady = rows[0]["images_per_second_median"], rows[0]["step_images_per_second"]
     for row in rows:
         row["ratio_to_baseline"] = round(row["images_per_second_median"] / baseline, 2)
-    table = ["| variant | images/s (median) | min-max | x baseline | test accuracy |",
-             "|---|---:|---:|---:|---:|"]
+        row["step_ratio_to_baseline"] = round(row["step_images_per_second"] / steady, 2)
+    table = ["| variant | images/s per epoch (median) | min-max | x baseline | "
+             "images/s per step (median) | x baseline | s outside steps, each epoch | "
+             "test accuracy |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     table += [f"| {r['variant']} | {r['images_per_second_median']:,.0f} | "
               f"{r['images_per_second_min']:,.0f}-{r['images_per_second_max']:,.0f} | "
-              f"{r['ratio_to_baseline']:.2f} | {r['test_accuracy']:.4f} |" for r in rows]
+              f"{r['ratio_to_baseline']:.2f} | {r['step_images_per_second']:,.0f} | "
+              f"{r['step_ratio_to_baseline']:.2f} | "
+              f"{', '.join(f'{s:.1f}' for s in r['seconds_outside_steps'])} | "
+              f"{r['test_accuracy']:.4f} |" for r in rows]
     print("\n".join(table))
     command = "python -m benchmarks.throughput " + " ".join(argv or sys.argv[1:])
     name = args.name or ("throughput" if args.model == "recipe" else "throughput_mnist_convnet")

@@ -45,3 +45,27 @@ def test_hyperband_winner_is_retrained_with_exactly_its_hyperparameters(monkeypa
     assert seen["train"].learning_rate == best["hyperparameters"]["learning_rate"]
     # Everything else stays at the recipe's default budget.
     assert seen["train"].epochs == cnn.EPOCHS and seen["train"].limit == 0
+
+
+def test_throughput_reports_steady_state_of_the_repeats_only():
+    import keras
+    import numpy as np
+
+    from benchmarks.throughput import Variant
+
+    def tiny():
+        inputs = keras.Input((3,))
+        return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+
+    data = (np.random.rand(8, 3).astype("float32"), np.array([0, 1] * 4))
+    variant = Variant("tiny", tiny, data, data, batch_size=4)
+    warmup = variant.epoch()
+    variant.step_seconds[0] = [100.0, 100.0]  # a slow warm-up (tracing) must not count
+    for _ in range(2):
+        variant.seconds.append(variant.epoch())
+    row = variant.result(warmup)
+    assert row["repeats"] == 2 and len(variant.step_seconds) == 3
+    assert row["step_images_per_second"] > 1.0  # the warm-up's pace is 0.04
+    # Steps happen inside the epoch: what is left over is never negative.
+    assert len(row["seconds_outside_steps"]) == 2
+    assert all(s >= 0 for s in row["seconds_outside_steps"])
