@@ -255,10 +255,12 @@ def pipeline(ds, batch_size, shuffle=False, seed=0, limit=0, map_batch=None):
 # after the iterator starts). Keras makes a new iterator every epoch, and
 # destroying the old one sometimes blocks until that thread's next wake-up:
 # measured here (TF 2.21) as stalls of 5.9 s and 12.1 s at the start of two of
-# three CNN epochs (124 s instead of 90 s), and none in 12 epochs without the
-# autotuner. Nothing in `pipeline` needs tuning: AUTOTUNE prefetch then sizes
-# its own buffer, a parallel map runs one call per core, and step times were
-# unchanged (median 63-68 ms either way).
+# three CNN epochs (124 s instead of 90 s), and none in 6 epochs without the
+# autotuner (nor in the throughput benchmarks' 33 timed epochs since; their
+# numpy baseline, Keras's own pipeline, still stalls). Nothing in `pipeline`
+# needs tuning: AUTOTUNE prefetch then sizes its own buffer, a parallel map
+# runs one call per core, and step times were unchanged (median 63-68 ms
+# either way).
 _NO_AUTOTUNE = tf.data.Options()
 _NO_AUTOTUNE.autotune.enabled = False
 
