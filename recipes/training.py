@@ -233,6 +233,21 @@ def _gradient_registry():
     return getattr(getattr(ops, "_gradient_registry", None), "_registry", {})
 
 
+# tf.data's autotuner runs a thread per iterator that sleeps in doubling
+# periods (10 ms, 20 ms, ... so its wake-ups fall 10.23 s, 20.47 s, 40.95 s
+# after the iterator starts). Keras makes a new iterator every epoch, and
+# destroying the old one sometimes blocks until that thread's next wake-up:
+# measured here (TF 2.21) as stalls of 5.9 s and 12.1 s at the start of two of
+# three CNN epochs (124 s instead of 90 s), and none in 6 epochs without the
+# autotuner (nor in the throughput benchmarks' 33 timed epochs since; their
+# numpy baseline, Keras's own pipeline, still stalls). Nothing in `pipeline`
+# needs tuning: AUTOTUNE prefetch then sizes its own buffer, a parallel map
+# runs one call per core, and step times were unchanged (median 63-68 ms
+# either way).
+_NO_AUTOTUNE = tf.data.Options()
+_NO_AUTOTUNE.autotune.enabled = False
+
+
 def pipeline(ds, batch_size, shuffle=False, seed=0, limit=0, map_batch=None):
     """tf.data conventions: (limit), cache, (shuffle), batch, (map_batch), prefetch.
 
@@ -248,21 +263,6 @@ def pipeline(ds, batch_size, shuffle=False, seed=0, limit=0, map_batch=None):
     if map_batch is not None:
         ds = ds.map(map_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_NO_AUTOTUNE)
-
-
-# tf.data's autotuner runs a thread per iterator that sleeps in doubling
-# periods (10 ms, 20 ms, ... so its wake-ups fall 10.23 s, 20.47 s, 40.95 s
-# after the iterator starts). Keras makes a new iterator every epoch, and
-# destroying the old one sometimes blocks until that thread's next wake-up:
-# measured here (TF 2.21) as stalls of 5.9 s and 12.1 s at the start of two of
-# three CNN epochs (124 s instead of 90 s), and none in 6 epochs without the
-# autotuner (nor in the throughput benchmarks' 33 timed epochs since; their
-# numpy baseline, Keras's own pipeline, still stalls). Nothing in `pipeline`
-# needs tuning: AUTOTUNE prefetch then sizes its own buffer, a parallel map
-# runs one call per core, and step times were unchanged (median 63-68 ms
-# either way).
-_NO_AUTOTUNE = tf.data.Options()
-_NO_AUTOTUNE.autotune.enabled = False
 
 
 def splits(train, map_example=None, map_batch=None):
