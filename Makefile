@@ -38,7 +38,7 @@ system-deps:
 	else echo "note: dataset-fashion-mnist not installed; fashion_mnist will come from TFDS's download"; fi
 
 data: venv system-deps
-	$(PY) -m recipes.data
+	$(PY) -m core.data
 
 clean-venv:
 	rm -rf $(VENV)

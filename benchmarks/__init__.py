@@ -20,7 +20,7 @@ def machine():
     import keras
     import tensorflow as tf
 
-    from recipes import training
+    from core import training
 
     cpu = platform.processor()
     try:

@@ -27,8 +27,9 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks import write_result
+from core import data, training
 from layers import maxout, swish  # noqa: F401  (registers the custom layers for load_model)
-from recipes import cnn, data, training
+from recipes import cnn
 
 
 def percentile(values, q):

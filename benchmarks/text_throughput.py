@@ -28,7 +28,8 @@ import tensorflow as tf
 
 from benchmarks import write_result
 from benchmarks.throughput import Variant, rate_stats
-from recipes import data, rnn_text, text, training, transformer_text
+from core import data, text, training
+from recipes import rnn_text, transformer_text
 
 RECIPES = {
     "BiLSTM": (rnn_text.build_model, rnn_text.ModelConfig(cell="lstm")),

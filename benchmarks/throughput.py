@@ -41,7 +41,8 @@ import keras
 import numpy as np
 
 from benchmarks import write_result
-from recipes import cnn, data, training
+from core import data, training
+from recipes import cnn
 
 
 def numpy_arrays(split, limit):

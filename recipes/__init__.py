@@ -1,4 +1,7 @@
-"""Keras 3 recipes on TensorFlow: one module per architecture, `python -m recipes.<name>`."""
+"""Keras 3 recipes on TensorFlow: one module per architecture, `python -m recipes.<name>`.
+
+What they share (data, training conventions, export, text) lives in `core/`.
+"""
 
 import os
 

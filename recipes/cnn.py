@@ -8,8 +8,8 @@ What it shows:
   two from layers/: maxout (the conv emits 2x the channels, Maxout keeps the
   max of each pair) and swish (trainable beta).
 - Pixel scaling inside the model, so a serving client sends raw uint8 images.
-- The shared conventions: recipes.data for TFDS, recipes.training for seeds,
-  callbacks, run directories and metrics, recipes.export for TF Serving.
+- The shared conventions: core.data for TFDS, core.training for seeds,
+  callbacks, run directories and metrics, core.export for TF Serving.
 
     python -m recipes.cnn                           # fashion_mnist, defaults below
     python -m recipes.cnn --activation swish --epochs 5
@@ -24,9 +24,9 @@ import sys
 import keras
 import tensorflow as tf
 
+from core import data, export, training
 from layers.maxout import Maxout
 from layers.swish import Swish
-from recipes import data, export, training
 
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "maxout", "swish", "tanh")
 PADDINGS = ("same", "valid")

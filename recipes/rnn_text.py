@@ -21,7 +21,7 @@ import sys
 
 import keras
 
-from recipes import text, training
+from core import text, training
 
 CELLS = ("lstm", "gru")
 

@@ -6,7 +6,7 @@ What it shows:
   unmasked tokens -> softmax head. The blocks come from layers/transformer.py,
   which saves and reloads (keras-io's example block does not).
 - The same tokenization, training and raw-string export as the RNN recipe
-  (recipes/text.py).
+  (core/text.py).
 
     python -m recipes.transformer_text                       # rt_snippets
     python -m recipes.transformer_text --num-blocks 1 --num-heads 2
@@ -17,8 +17,8 @@ import sys
 
 import keras
 
+from core import text, training
 from layers.transformer import MaskedAveragePooling1D, TokenAndPositionEmbedding, TransformerEncoder
-from recipes import text, training
 
 
 @dataclasses.dataclass

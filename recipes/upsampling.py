@@ -35,8 +35,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from core import data, export, training
 from layers.upsampling import KINDS, upsampling_block
-from recipes import data, export, training
 
 
 @dataclasses.dataclass

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recipes import cnn, export, training
+from core import export, training
+from recipes import cnn
 
 
 @pytest.mark.parametrize("activation", cnn.ACTIVATIONS)

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from recipes import data
+from core import data
 
 
 @pytest.fixture(scope="module", autouse=True)

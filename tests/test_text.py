@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from recipes import data, export, rnn_text, text, training, transformer_text
+from core import data, export, text, training
+from recipes import rnn_text, transformer_text
 
 IDS = np.random.default_rng(0).integers(0, 50, (3, 12))
 IDS[:, 8:] = 0  # padding

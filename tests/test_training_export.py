@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recipes import export, training
+from core import export, training
 
 
 def _tiny_model():

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from recipes import export
+from core import export
 from tuning import search
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recipes import export, upsampling
+from core import export
+from recipes import upsampling
 
 
 def test_checkerboard_score_on_synthetic_images():

@@ -29,7 +29,7 @@ import time
 import keras
 import keras_tuner as kt
 
-from recipes import data, training
+from core import data, training
 from tuning.spaces import DEFAULT_DATASETS, RECIPES
 
 TUNERS = ("random", "bayesian", "hyperband", "grid")

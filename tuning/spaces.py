@@ -10,7 +10,8 @@ vocabulary and sequence length chosen), and how to export the winner.
 import keras
 import keras_tuner as kt
 
-from recipes import cnn, rnn_text, text, training, transformer_text, upsampling
+from core import text, training
+from recipes import cnn, rnn_text, transformer_text, upsampling
 
 
 def learning_rate(hp):

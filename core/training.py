@@ -27,7 +27,7 @@ import time
 import keras
 import tensorflow as tf
 
-from recipes import data
+from core import data
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 

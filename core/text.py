@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from recipes import data, export, training
+from core import data, export, training
 
 #: Awkward inputs every text export must answer (checked after each export).
 EDGE_CASES = [

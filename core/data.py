@@ -1,6 +1,6 @@
 """One data API for every recipe: TFDS datasets, with two that work offline.
 
-    from recipes import data
+    from core import data
     train = data.load("fashion_mnist", "train")       # (image, label) pairs
     val = data.load("fashion_mnist", "validation")    # carved from train
     info = data.info("fashion_mnist")                 # tfds.core.DatasetInfo
@@ -22,7 +22,7 @@ passed to ``tfds.load`` and downloads wherever TFDS can reach its host.
 TFDS's data directory (``TFDS_DATA_DIR`` or ``~/tensorflow_datasets``) is used
 throughout; preparing twice is a no-op.
 
-Run ``python -m recipes.data`` to prepare the offline datasets and print a
+Run ``python -m core.data`` to prepare the offline datasets and print a
 summary of each.
 """
 
@@ -287,7 +287,7 @@ def summary(name, data_dir=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m recipes.data",
+        prog="python -m core.data",
         description="Prepare TFDS datasets (the offline ones by default) and summarise them.",
     )
     parser.add_argument(

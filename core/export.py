@@ -93,7 +93,7 @@ _VERIFY_SCRIPT = textwrap.dedent(
     """
     import importlib.util, sys
     import numpy as np, tensorflow as tf
-    for package in ("recipes", "layers"):
+    for package in ("core", "recipes", "layers"):
         assert importlib.util.find_spec(package) is None, package + " is importable"
     path, inputs_file, outputs_file = sys.argv[1:]
     serve = tf.saved_model.load(path).signatures["serving_default"]
