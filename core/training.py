@@ -8,9 +8,10 @@
   prints the resolved configuration and saves it there.
 - `pipeline`: the tf.data conventions (cache, shuffle, batch, prefetch; no
   autotuner, whose thread can stall the end of an epoch).
-- `fit_and_evaluate`: EarlyStopping (best weights restored), BackupAndRestore
-  (an interrupted run resumes with `--resume RUN_DIR`), TerminateOnNaN and
-  TensorBoard; the test split evaluated once, at the end; `metrics.json`.
+- `fit_and_evaluate`: EarlyStopping (best weights restored), a checkpoint of
+  the whole training state every epoch (`RunCheckpoint`: a killed run goes on
+  with `--resume RUN_DIR`), TerminateOnNaN and TensorBoard; the test split
+  evaluated once, at the end; `metrics.json`.
 - `released_graphs`: around each model when one process trains many (tuning
   trials, comparisons), so memory stays flat.
 """
@@ -22,9 +23,11 @@ import datetime
 import gc
 import json
 import os
+import shutil
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from core import data
@@ -59,7 +62,8 @@ class TrainConfig:
         "monitor": "validation metric that early stopping watches (and restores the best of)",
         "lr_patience": "epochs without improvement before the learning rate is cut to a "
         "fifth (0 = never)",
-        "validation_percent": "share of TFDS's train split held out for validation",
+        "validation_percent": "share of TFDS's train split held out for validation (of its "
+        "films for rt_snippets, so no film is in two splits)",
         "precision": f"one of {PRECISIONS}; auto = mixed_bfloat16 on a CPU with bf16 "
         "instructions and no GPU, else float32",
         "deterministic": "enable TensorFlow op determinism (slower)",
@@ -303,30 +307,164 @@ def count(ds):
 
 
 def callbacks(run_dir, patience, monitor="val_loss", lr_patience=0):
+    """The shared callbacks; `RunCheckpoint` comes after the two whose state it keeps."""
     plateau = [keras.callbacks.ReduceLROnPlateau(
         monitor=monitor, factor=0.2, patience=lr_patience, min_lr=1e-5, verbose=1)
     ] if lr_patience else []
+    stateful = [*plateau, keras.callbacks.EarlyStopping(
+        monitor=monitor, patience=patience, restore_best_weights=True, verbose=1)]
     return [
-        *plateau,
-        keras.callbacks.EarlyStopping(
-            monitor=monitor, patience=patience, restore_best_weights=True, verbose=1),
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+        *stateful,
+        RunCheckpoint(os.path.join(run_dir, "checkpoints"), stateful),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
     ]
 
 
+class RunCheckpoint(keras.callbacks.Callback):
+    """All a run needs to go on after a crash, written whole at every epoch end.
+
+    `checkpoints/epoch-<n>/` holds the model's and optimizer's variables
+    (Adam's moments, its step count and learning rate), the random
+    generators' states (dropout's masks),
+    EarlyStopping's best weights, and `state.json`: the history so far, the
+    seconds trained, and the state of EarlyStopping and ReduceLROnPlateau
+    (best value, epochs waited, best epoch). It is written to a temporary
+    folder and renamed into place, so a kill at any moment leaves the previous
+    checkpoint whole; the older one is removed after. Keras's own
+    BackupAndRestore keeps the weights and the epoch only: after a resume,
+    EarlyStopping forgot its best epoch and the history began again.
+
+    On `on_train_begin` it restores the newest checkpoint, if any, into the
+    model and into `stateful` (EarlyStopping, ReduceLROnPlateau); it must come
+    after those in the callback list, since their own `on_train_begin` resets
+    them.
+    """
+
+    KEYS = ("best", "wait", "best_epoch", "stopped_epoch", "cooldown_counter")
+
+    def __init__(self, directory, stateful=()):
+        super().__init__()
+        self.directory = directory
+        self.stateful = list(stateful)
+        self.state = latest_checkpoint(directory)[1]
+        self.seconds_before = self.state["train_seconds"] if self.state else 0.0
+        self._started = None
+
+    @property
+    def initial_epoch(self):
+        return self.state["epoch"] if self.state else 0
+
+    @property
+    def finished(self):
+        return bool(self.state and self.state["stopped"])
+
+    def on_train_begin(self, logs=None):
+        self._started = time.perf_counter()
+        self.history = dict(self.state["history"]) if self.state else {}
+        path, state = latest_checkpoint(self.directory)
+        if state is None:
+            return
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(os.path.join(path, "model.weights.h5"))
+        with np.load(os.path.join(path, "rng_state.npz")) as rng:
+            for i, variable in enumerate(_rng_states(self.model)):
+                variable.assign(rng[f"arr_{i}"])
+        for cb, saved in zip(self.stateful, state["callbacks"]):
+            for key, value in saved.items():
+                setattr(cb, key, value)
+            if isinstance(cb, keras.callbacks.EarlyStopping) and cb.restore_best_weights:
+                with np.load(os.path.join(path, "best_weights.npz")) as best:
+                    cb.best_weights = [best[f"arr_{i}"] for i in range(len(best.files))]
+        print(f"[resume] from {path}: epoch {state['epoch']} done, "
+              f"{state['train_seconds']:.0f} s trained", flush=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        state = {
+            "epoch": epoch + 1,
+            "stopped": bool(self.model.stop_training),
+            "train_seconds": self.seconds_before + time.perf_counter() - self._started,
+            "history": self.history,
+            "callbacks": [{key: _plain(getattr(cb, key)) for key in self.KEYS
+                           if hasattr(cb, key)} for cb in self.stateful],
+        }
+        final = os.path.join(self.directory, f"epoch-{epoch + 1}")
+        tmp = os.path.join(self.directory, f".epoch-{epoch + 1}.incomplete")
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        self.model.save_weights(os.path.join(tmp, "model.weights.h5"))
+        np.savez(os.path.join(tmp, "rng_state.npz"),
+                 *[variable.numpy() for variable in _rng_states(self.model)])
+        best = [getattr(cb, "best_weights", None) for cb in self.stateful]
+        np.savez(os.path.join(tmp, "best_weights.npz"),
+                 *next((w for w in best if w is not None), []))
+        write_json(os.path.join(tmp, "state.json"), state)
+        shutil.rmtree(final, ignore_errors=True)  # left by a run resumed from an older one
+        os.rename(tmp, final)
+        for name in os.listdir(self.directory):
+            if name.startswith("epoch-") and name != f"epoch-{epoch + 1}":
+                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
+
+def _rng_states(model):
+    """The states of the model's random generators (dropout's masks, for one).
+
+    `save_weights` leaves them out, so without them a resumed run would draw
+    other dropout masks than the uninterrupted one.
+    """
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def _plain(value):
+    """A JSON-ready copy of a callback's number (numpy scalars included)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def latest_checkpoint(directory):
+    """(path, state) of the newest complete checkpoint in `directory`, or (None, None)."""
+    done = [int(name.split("-", 1)[1]) for name in (
+        os.listdir(directory) if os.path.isdir(directory) else [])
+        if name.startswith("epoch-") and name.split("-", 1)[1].isdigit()]
+    if not done:
+        return None, None
+    path = os.path.join(directory, f"epoch-{max(done)}")
+    with open(os.path.join(path, "state.json")) as f:
+        return path, json.load(f)
+
+
 def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_per_epoch,
                      extra_callbacks=()):
-    """Fit with the shared callbacks, evaluate on test once, write metrics.json."""
-    start = time.perf_counter()
-    history = model.fit(
-        train_ds, validation_data=val_ds, epochs=train.epochs, shuffle=False,  # the pipeline shuffles
-        callbacks=[*callbacks(run_dir, train.patience, train.monitor, train.lr_patience),
-                   *extra_callbacks], verbose=2,
+    """Fit with the shared callbacks, evaluate on test once, write metrics.json.
+
+    In a run directory with a checkpoint (`--resume`), training goes on from
+    the epoch after it, with the optimizer, early stopping, learning-rate
+    schedule and history as they were, and the shuffle order the
+    uninterrupted run would have had.
+    """
+    shared = callbacks(run_dir, train.patience, train.monitor, train.lr_patience)
+    checkpoint = next(cb for cb in shared if isinstance(cb, RunCheckpoint))
+    initial_epoch = checkpoint.initial_epoch
+    # One endless stream, reshuffled on each pass: given steps_per_epoch, Keras
+    # keeps a single iterator across epochs, so the order of every epoch
+    # depends on the seed alone, and a resumed run skips the batches already
+    # trained on (Keras's own iterator per epoch draws a new order each time,
+    # which a new process cannot replay).
+    steps = count(train_ds)
+    stream = train_ds.repeat().skip(initial_epoch * steps)
+    model.fit(
+        stream, steps_per_epoch=steps, validation_data=val_ds, initial_epoch=initial_epoch,
+        # An early-stopped run that was killed before its evaluation fits no
+        # further epoch; EarlyStopping still restores its best weights.
+        epochs=initial_epoch if checkpoint.finished else train.epochs,
+        shuffle=False,  # the pipeline shuffles
+        callbacks=[*shared, *extra_callbacks], verbose=2,
     )
-    train_seconds = time.perf_counter() - start
-    epochs_run = len(history.epoch)
+    history = checkpoint.history
+    epochs_run = len(history.get("loss", []))
+    train_seconds = checkpoint.seconds_before + time.perf_counter() - checkpoint._started
     test = model.evaluate(test_ds, return_dict=True, verbose=0)
     metrics = {
         **{f"test_{key}": float(value) for key, value in test.items()},
@@ -335,8 +473,7 @@ def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_
         "examples_per_second": round(examples_per_epoch * epochs_run / train_seconds, 1),
         "parameters": int(model.count_params()),
     }
-    write_json(os.path.join(run_dir, "history.json"),
-               {key: [float(v) for v in values] for key, values in history.history.items()})
+    write_json(os.path.join(run_dir, "history.json"), history)
     write_json(os.path.join(run_dir, "metrics.json"), metrics)
     model.save(os.path.join(run_dir, "model.keras"))
-    return metrics, history.history
+    return metrics, history

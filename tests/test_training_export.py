@@ -86,35 +86,6 @@ def test_flags_cover_every_field():
     assert train.epochs == 2 and train.dataset == "fashion_mnist"
 
 
-def test_interrupted_fit_resumes_where_it_stopped(tmp_path):
-    x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
-    y = (x[:, 0] > 0).astype("int64")
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-    train = training.TrainConfig(epochs=4, patience=10)
-
-    class Crash(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        training.fit_and_evaluate(_tiny_model(), ds, ds, ds, train, str(tmp_path), 64,
-                                  extra_callbacks=[Crash()])
-    seen = []
-
-    class Record(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            seen.append(epoch)
-
-    metrics, _ = training.fit_and_evaluate(_tiny_model(), ds, ds, ds, train, str(tmp_path), 64,
-                                           extra_callbacks=[Record()])
-    assert seen == [2, 3]  # epochs 0 and 1 were done before the crash
-    assert set(metrics) >= {"test_accuracy", "test_loss", "epochs", "train_seconds",
-                            "examples_per_second", "parameters"}
-    for name in ("metrics.json", "history.json", "model.keras"):
-        assert os.path.exists(tmp_path / name)
-
-
 def test_export_versions_never_overwrite(tmp_path):
     model = _tiny_model()
     first = _export(model, str(tmp_path))

@@ -1,0 +1,153 @@
+"""A recipe killed mid-epoch goes on with `--resume` as if it had never stopped."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from core import training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# 2,048 images in batches of 64: 32 steps an epoch, about 1-2 s here, so a kill
+# sent as epoch 2 begins lands inside it.
+CNN = ["-m", "recipes.cnn", "--limit", "2048", "--batch-size", "64", "--epochs", "3",
+       "--precision", "float32", "--no-export", "--lr-patience", "1"]
+STEPS_PER_EPOCH = 2048 // 64
+
+
+def _env():
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _run(*args):
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=_env(), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def _only_run(runs_dir):
+    (run_dir,) = glob.glob(os.path.join(runs_dir, "cnn", "*"))
+    return run_dir
+
+
+def _read(run_dir, name):
+    with open(os.path.join(run_dir, name)) as f:
+        return json.load(f)
+
+
+def test_killed_run_resumes_from_its_last_epoch_and_ends_as_an_uninterrupted_run(tmp_path):
+    _run(*CNN, "--runs-dir", str(tmp_path / "whole"))
+    whole = _only_run(str(tmp_path / "whole"))
+
+    killed_dir = str(tmp_path / "killed")
+    process = subprocess.Popen([sys.executable, *CNN, "--runs-dir", killed_dir], cwd=ROOT,
+                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    for line in process.stdout:
+        if line.startswith("Epoch 2/3"):
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    run_dir = _only_run(killed_dir)
+    # Killed inside epoch 2: epoch 1's checkpoint is the newest, nothing finished.
+    assert os.listdir(os.path.join(run_dir, "checkpoints")) == ["epoch-1"]
+    assert not os.path.exists(os.path.join(run_dir, "metrics.json"))
+
+    out = _run(*CNN, "--runs-dir", killed_dir, "--resume", run_dir)
+    assert "epoch 1 done" in out
+    assert "Epoch 1/3" not in out and "Epoch 2/3" in out  # continued, not restarted
+
+    metrics, reference = _read(run_dir, "metrics.json"), _read(whole, "metrics.json")
+    history, reference_history = _read(run_dir, "history.json"), _read(whole, "history.json")
+    assert metrics["epochs"] == 3 and len(history["loss"]) == 3
+    # Same weights, optimizer state, learning-rate schedule and shuffle order:
+    # the resumed run retraces the uninterrupted one.
+    for key in ("loss", "val_loss", "val_accuracy", "learning_rate"):
+        np.testing.assert_allclose(history[key], reference_history[key], rtol=1e-3, atol=1e-3)
+    assert metrics["test_accuracy"] == pytest.approx(reference["test_accuracy"], abs=2e-3)
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    assert int(model.optimizer.iterations) == 3 * STEPS_PER_EPOCH  # not 2 epochs' worth
+
+
+def _tiny_model():
+    inputs = keras.Input((3,), name="x")
+    outputs = keras.layers.Dense(2, activation="softmax")(inputs)
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def test_resume_restores_weights_optimizer_early_stopping_and_plateau(tmp_path):
+    """What a crash leaves is what a resumed run starts from, callbacks included."""
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    val = tf.data.Dataset.from_tensor_slices((x, 1 - y)).batch(16)  # val_loss worsens
+    train = training.TrainConfig(epochs=8, patience=5, lr_patience=1)
+    crashed = _tiny_model()
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.fit_and_evaluate(crashed, ds, val, ds, train, str(tmp_path), 64,
+                                  extra_callbacks=[Crash()])
+    path, saved = training.latest_checkpoint(str(tmp_path / "checkpoints"))
+    assert saved["epoch"] == 3 and len(saved["history"]["val_loss"]) == 3
+
+    model = _tiny_model()  # fresh weights and optimizer, as in a new process
+    plateau, early, checkpoint, *_ = training.callbacks(
+        str(tmp_path), train.patience, train.monitor, train.lr_patience)
+    for cb in (plateau, early, checkpoint):
+        cb.set_model(model)
+        cb.on_train_begin()
+    assert checkpoint.initial_epoch == 3
+    for got, want in zip(model.get_weights(), crashed.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    assert int(model.optimizer.iterations) == 3 * 4
+    assert float(model.optimizer.learning_rate) == pytest.approx(
+        float(crashed.optimizer.learning_rate))
+    assert float(model.optimizer.learning_rate) < 0.05  # the plateau cut it before the crash
+    assert early.best == pytest.approx(min(saved["history"]["val_loss"]))
+    assert early.wait == saved["callbacks"][1]["wait"] and early.wait > 0
+    assert early.best_weights is not None and plateau.wait == saved["callbacks"][0]["wait"]
+    assert checkpoint.history == saved["history"]
+
+
+def test_resumed_history_and_metrics_count_every_epoch(tmp_path):
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    train = training.TrainConfig(epochs=4, patience=10)
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.fit_and_evaluate(_tiny_model(), ds, ds, ds, train, str(tmp_path), 64,
+                                  extra_callbacks=[Crash()])
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(epoch)
+
+    metrics, history = training.fit_and_evaluate(_tiny_model(), ds, ds, ds, train,
+                                                 str(tmp_path), 64, extra_callbacks=[Record()])
+    assert seen == [2, 3]
+    assert metrics["epochs"] == 4 and len(history["loss"]) == 4
+    assert len(_read(str(tmp_path), "history.json")["val_loss"]) == 4
