@@ -92,8 +92,12 @@ def end_to_end(model, vectorizer, name=None):
     return keras.Model(text, model(vectorizer(text)), name=name)
 
 
-def export_text_model(recipe, model, vectorizer, class_names, train):
-    """Export strings -> probabilities, checked on real and awkward inputs."""
+def export_text_model(recipe, model, vectorizer, class_names, train, trained=None):
+    """Export strings -> probabilities, checked on real and awkward inputs.
+
+    `model` is what gets served; `trained` (default: `model`) is the model as
+    trained, whose own predictions the reloaded export must match.
+    """
     serving_model = end_to_end(model, vectorizer, name=f"{recipe}_serving")
     names = tf.constant(class_names)
 
@@ -105,9 +109,13 @@ def export_text_model(recipe, model, vectorizer, class_names, train):
 
     samples = [t.decode("utf-8") for t, _ in
                data.load(train.dataset, "test").take(27).as_numpy_iterator()]
+    texts = np.array(samples + EDGE_CASES)
+    trained = trained or model
+    predictions = trained(vectorizer(tf.constant(texts)), training=False).numpy()
     path = export.export_savedmodel(
         serving_model, recipe, {"text": tf.TensorSpec((None,), tf.string)}, serve,
-        root=train.export_dir, sample={"text": np.array(samples + EDGE_CASES)})
+        root=train.export_dir, sample={"text": texts},
+        predictions={"probabilities": predictions})
     return path
 
 
@@ -136,7 +144,7 @@ def run(recipe, build_model, model_config, train, validate_model, resume=None,
     if train.export:
         serving_model = export_model(model) if export_model else model
         metrics["export"] = export_text_model(recipe, serving_model, vectorizer, class_names,
-                                              train)
+                                              train, trained=model)
         training.write_json(os.path.join(run_dir, "metrics.json"), metrics)
     print(f"[{recipe}] test accuracy {metrics['test_accuracy']:.4f} after {metrics['epochs']} "
           f"epochs, {metrics['train_seconds']:.0f} s; run {run_dir}", flush=True)

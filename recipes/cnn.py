@@ -192,7 +192,8 @@ def export_model(model, class_names, shape, train):
     images = next(iter(data.load(train.dataset, "test").take(64).batch(64)))[0].numpy()
     path = export.export_savedmodel(
         model, "cnn", {"image": tf.TensorSpec((None, *shape), tf.uint8)}, serve,
-        root=train.export_dir, sample={"image": images})
+        root=train.export_dir, sample={"image": images},
+        predictions={"probabilities": model(images, training=False).numpy()})
     return path
 
 

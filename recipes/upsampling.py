@@ -173,7 +173,8 @@ def export_model(model, shape, train):
     images = next(iter(data.load(train.dataset, "test").take(16).batch(16)))[0].numpy()
     path = export.export_savedmodel(
         model, "upsampling", {"image": tf.TensorSpec((None, *shape), tf.uint8)}, serve,
-        root=train.export_dir, sample={"image": images})
+        root=train.export_dir, sample={"image": images},
+        predictions={"reconstruction": model(images, training=False).numpy()})
     return path
 
 

@@ -4,6 +4,8 @@ import dataclasses
 import gc
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -96,7 +98,8 @@ def test_export_versions_never_overwrite(tmp_path):
     second = _export(model, str(tmp_path))
     assert second == str(tmp_path / "tiny" / "8")
     assert (os.path.getmtime(marker), os.path.getsize(marker)) == before
-    assert sorted(os.listdir(tmp_path / "tiny")) == ["1", "7", "8"]  # no temporary left
+    # No temporary left (the lock file stays; TF Serving ignores non-numeric names).
+    assert sorted(os.listdir(tmp_path / "tiny")) == [".export.lock", "1", "7", "8"]
 
 
 def test_next_version_ignores_non_numeric(tmp_path):
@@ -170,3 +173,56 @@ def test_pipeline_batches_reshuffles_and_runs_without_the_autotuner():
     # The autotuner's thread can stall the end of an epoch (training.pipeline).
     assert train.options().autotune.enabled is False
     assert training.pipeline(ds, 4, limit=3).options().autotune.enabled is False
+
+
+def test_a_version_appears_whole_or_not_at_all(tmp_path, monkeypatch):
+    """No empty placeholder: the rename that publishes a version lands on a free name."""
+    published, real_rename = [], os.rename
+
+    def watching_rename(src, dst):
+        published.append((os.path.basename(dst), os.path.exists(dst)))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", watching_rename)
+    _export(_tiny_model(), str(tmp_path))
+    assert published == [("1", False)]
+    assert os.path.isfile(tmp_path / "tiny" / "1" / "saved_model.pb")
+
+
+_RACE = """
+import sys, keras, tensorflow as tf
+from core import export
+inputs = keras.Input((3,), name="x")
+model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+for _ in range(3):
+    export.export_savedmodel(model, "tiny", {"x": tf.TensorSpec((None, 3), tf.float32)},
+                             lambda x: {"y": model(x)}, root=sys.argv[1])
+"""
+
+
+def test_two_exporters_racing_never_share_a_version(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    racers = [subprocess.Popen([sys.executable, "-c", _RACE, str(tmp_path)], cwd=root,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]
+    outputs = [racer.communicate(timeout=300) for racer in racers]
+    assert all(racer.returncode == 0 for racer in racers), [err[-2000:] for _, err in outputs]
+    claimed = [line.rsplit("/", 1)[1] for out, _ in outputs for line in out.splitlines()]
+    assert sorted(claimed, key=int) == [str(v) for v in range(1, 7)]  # six distinct versions
+    versions = sorted(name for name in os.listdir(tmp_path / "tiny") if name.isdigit())
+    assert len(versions) == 6
+    for version in versions:
+        assert os.path.isfile(tmp_path / "tiny" / version / "saved_model.pb")
+
+
+def test_export_is_checked_against_the_trained_model(tmp_path):
+    model = _tiny_model()
+    x = np.random.default_rng(2).normal(size=(4, 3)).astype("float32")
+    sample, own = {"x": x}, {"probabilities": model(x).numpy()}
+    export.export_savedmodel(model, "tiny", {"x": tf.TensorSpec((None, 3), tf.float32)},
+                             _serve(model), root=str(tmp_path), sample=sample, predictions=own)
+    wrong = {"probabilities": own["probabilities"] + 0.01}
+    with pytest.raises(AssertionError, match="against the trained model"):
+        export.export_savedmodel(model, "tiny", {"x": tf.TensorSpec((None, 3), tf.float32)},
+                                 _serve(model), root=str(tmp_path), sample=sample,
+                                 predictions=wrong)

@@ -112,7 +112,7 @@ class _Text(Recipe):
 
     def export(self, model, kwargs):
         return text.export_text_model(self.name, self.export_copy(model), self.data(kwargs)[3],
-                                      self.class_names, self.train)
+                                      self.class_names, self.train, trained=model)
 
 
 class RNNText(_Text):
