@@ -11,8 +11,9 @@
   integers, the next one is one more than the largest present, and an existing
   version is never touched. The SavedModel is written to a hidden temporary
   folder beside it (TF Serving ignores non-numeric names) and renamed into
-  place under a lock, so a server never sees a half-written or empty version
-  and two exporters never take the same number.
+  place in one atomic step, so a server never sees a half-written or empty
+  version, and two exporters never take the same number (the second one's
+  rename fails and it takes the next).
 - The signature `serving_default` has the input and output names the recipe
   chooses (plain `model.export` would call them `keras_tensor` / `output_0`).
 - `verify_in_fresh_process` reloads the export with `tf.saved_model.load` in
@@ -21,8 +22,7 @@
   own predictions (within `PREDICTION_ATOL`).
 """
 
-import contextlib
-import fcntl
+import errno
 import os
 import subprocess
 import sys
@@ -51,17 +51,6 @@ def next_version(model_dir):
 PREDICTION_ATOL = {"float32": 1e-5, "mixed_float16": 1e-2, "mixed_bfloat16": 3e-2}
 
 
-@contextlib.contextmanager
-def _exclusive(model_dir):
-    """One exporter at a time in `model_dir` (a lock file TF Serving ignores)."""
-    with open(os.path.join(model_dir, ".export.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=None,
                       predictions=None):
     """Write a new version of `name` under `root`, and return its path.
@@ -88,11 +77,17 @@ def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=No
     with tempfile.TemporaryDirectory(prefix=".incomplete-", dir=model_dir) as tmp:
         archive.write_out(os.path.join(tmp, "model"), verbose=False)
         # The version appears whole or not at all: one rename of the finished
-        # SavedModel onto a name nobody holds, chosen under the lock so two
-        # exporters never pick the same one.
-        with _exclusive(model_dir):
+        # SavedModel onto the next number. rename is atomic and fails when
+        # another exporter has just published that number (its folder is not
+        # empty), and then the next number is tried.
+        while True:
             final = os.path.join(model_dir, str(next_version(model_dir)))
-            os.rename(os.path.join(tmp, "model"), final)
+            try:
+                os.rename(os.path.join(tmp, "model"), final)
+                break
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
     if sample is not None:
         served = verify_in_fresh_process(final, sample, expected_outputs(serve, sample))
         if predictions is not None:

@@ -98,8 +98,7 @@ def test_export_versions_never_overwrite(tmp_path):
     second = _export(model, str(tmp_path))
     assert second == str(tmp_path / "tiny" / "8")
     assert (os.path.getmtime(marker), os.path.getsize(marker)) == before
-    # No temporary left (the lock file stays; TF Serving ignores non-numeric names).
-    assert sorted(os.listdir(tmp_path / "tiny")) == [".export.lock", "1", "7", "8"]
+    assert sorted(os.listdir(tmp_path / "tiny")) == ["1", "7", "8"]  # no temporary left
 
 
 def test_next_version_ignores_non_numeric(tmp_path):
@@ -139,7 +138,7 @@ def _func_graphs():
     return sum(isinstance(o, func_graph.FuncGraph) for o in gc.get_objects())
 
 
-def test_released_graphs_keeps_memory_flat_model_after_model():
+def test_released_graphs_drops_each_models_gradient_entries_and_traced_graphs():
     x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
     y = (x[:, 0] > 0).astype("int32")
 
@@ -226,3 +225,15 @@ def test_export_is_checked_against_the_trained_model(tmp_path):
         export.export_savedmodel(model, "tiny", {"x": tf.TensorSpec((None, 3), tf.float32)},
                                  _serve(model), root=str(tmp_path), sample=sample,
                                  predictions=wrong)
+
+
+def test_a_number_taken_meanwhile_is_skipped_not_overwritten(tmp_path, monkeypatch):
+    taken = tmp_path / "tiny" / "1"
+    taken.mkdir(parents=True)
+    (taken / "saved_model.pb").write_text("another exporter's")
+    stale = iter([1])  # the number this exporter chose before the other published it
+    real_next_version = export.next_version
+    monkeypatch.setattr(export, "next_version",
+                        lambda model_dir: next(stale, None) or real_next_version(model_dir))
+    assert _export(_tiny_model(), str(tmp_path)) == str(tmp_path / "tiny" / "2")
+    assert (taken / "saved_model.pb").read_text() == "another exporter's"
