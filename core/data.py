@@ -286,6 +286,10 @@ def load(name, split, validation_percent=DEFAULT_VALIDATION_PERCENT, data_dir=No
     ds = tfds.load(name, split="train", data_dir=data_dir, download=False)
     held_out = split == "validation"
     ds = ds.filter(lambda ex: in_validation(ex[group], validation_percent) == held_out)
+    # A filtered dataset's size is unknown to tf.data; count it once and say
+    # so, which Keras needs to show progress and to end an evaluation quietly.
+    size = int(ds.reduce(0, lambda n, _: n + 1))
+    ds = ds.apply(tf.data.experimental.assert_cardinality(size))
     if not supervised:
         return ds
     input_key, label_key = tfds.builder(name, data_dir=data_dir).info.supervised_keys
