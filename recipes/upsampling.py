@@ -190,8 +190,8 @@ def run(model_config, train, resume=None, export_enabled=None):
     print(f"[upsampling] decoder {model_config.decoder}: {model.count_params():,} parameters",
           flush=True)
     metrics, history = training.fit_and_evaluate(
-        model, train_ds, val_ds, test_ds, train, run_dir, n_train)
-    metrics.update(evaluate_reconstructions(model, test_ds))
+        model, train_ds, val_ds, test_ds, train, run_dir, n_train,
+        evaluate=evaluate_reconstructions)
     latent_shape = (shape[0] // 2 ** len(model_config.filters),
                     shape[1] // 2 ** len(model_config.filters), model_config.filters[-1])
     metrics["checkerboard_untrained"], untrained = untrained_artifact(
@@ -263,14 +263,19 @@ def compare(model_config, train):
     return out_dir
 
 
-def main(argv=None):
+def parse(argv=None):
+    """(parser, args, model config, train config) of a command line; runs nothing."""
     parser = training.build_parser(
         "python -m recipes.upsampling", __doc__, ModelConfig(),
         training.TrainConfig(epochs=8, patience=2), ModelConfig.HELP)
     parser.add_argument("--compare", action="store_true",
                         help=f"train each decoder of {KINDS} with the same seed and budget")
     args = parser.parse_args(argv)
-    model_config, train = training.split_args(args, ModelConfig(), training.TrainConfig())
+    return (parser, args, *training.split_args(args, ModelConfig(), training.TrainConfig()))
+
+
+def main(argv=None):
+    parser, args, model_config, train = parse(argv)
     if args.compare:
         training.run_or_exit(parser, compare, model_config, train)
     else:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from core import export
+from core import export, training
 from recipes import upsampling
 
 
@@ -85,3 +85,23 @@ def test_tiny_run_exports_and_tiny_comparison_writes_table_and_png(tmp_path):
     assert set(json.loads((compare_dir / "upsampling.json").read_text())) == set(
         upsampling.KINDS)
     assert os.listdir(tmp_path / "sm" / "upsampling") == ["1"]  # --compare exports nothing
+
+
+def test_a_run_reads_the_test_split_once(tmp_path, monkeypatch):
+    passes = []
+    real_splits = training.splits
+
+    def counted_splits(*args, **kwargs):
+        train_ds, val_ds, test_ds, n = real_splits(*args, **kwargs)
+
+        class Counted:  # an iterable test split that counts how often it is read
+            def __iter__(self):
+                passes.append(1)
+                return iter(test_ds)
+
+        return train_ds, val_ds, Counted(), n
+
+    monkeypatch.setattr(training, "splits", counted_splits)
+    upsampling.main(["--epochs", "1", "--limit", "64", "--filters", "4,8", "--no-export",
+                     "--runs-dir", str(tmp_path)])
+    assert len(passes) == 1
