@@ -151,9 +151,8 @@ def run(recipe, build_model, model_config, train, validate_model, resume=None,
     return {**metrics, "run_dir": run_dir, "history": history}
 
 
-def main(recipe, doc, model_config, build_model, validate_model, argv=None, export_model=None,
-         epochs=6):
-    """The command line shared by the text recipes."""
+def parse(recipe, doc, model_config, argv=None, epochs=6):
+    """(parser, args, model config, train config) of a text recipe's command line."""
     parser = training.build_parser(
         f"python -m recipes.{recipe}", doc, model_config,
         # Accuracy, not loss: on 10k snippets the loss turns up (overconfidence)
@@ -162,6 +161,11 @@ def main(recipe, doc, model_config, build_model, validate_model, argv=None, expo
                              monitor="val_accuracy"),
         getattr(model_config, "HELP", {}))
     args = parser.parse_args(argv)
-    model_config, train = training.split_args(args, model_config, training.TrainConfig())
+    return (parser, args, *training.split_args(args, model_config, training.TrainConfig()))
+
+
+def main(recipe, doc, model_config, build_model, validate_model, argv=None, export_model=None):
+    """The command line shared by the text recipes."""
+    parser, args, model_config, train = parse(recipe, doc, model_config, argv)
     training.run_or_exit(parser, run, recipe, build_model, model_config, train, validate_model,
                          resume=args.resume, export_model=export_model)

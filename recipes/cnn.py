@@ -265,7 +265,8 @@ def compare_activations(model_config, train):
     return out_dir
 
 
-def main(argv=None):
+def parse(argv=None):
+    """(parser, args, model config, train config) of a command line; runs nothing."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = training.build_parser(
         "python -m recipes.cnn", __doc__, ModelConfig(),
@@ -277,7 +278,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.compare_activations and not any(a.startswith("--epochs") for a in argv):
         args.epochs = COMPARE_EPOCHS
-    model_config, train = training.split_args(args, ModelConfig(), training.TrainConfig())
+    return (parser, args, *training.split_args(args, ModelConfig(), training.TrainConfig()))
+
+
+def main(argv=None):
+    parser, args, model_config, train = parse(argv)
     if args.compare_activations:
         training.run_or_exit(parser, compare_activations, model_config, train)
     else:

@@ -92,6 +92,11 @@ def portable_copy(model):
     return copy
 
 
+def parse(argv=None):
+    """(parser, args, model config, train config) of a command line; runs nothing."""
+    return text.parse("rnn_text", __doc__, ModelConfig(), argv)
+
+
 def main(argv=None):
     text.main("rnn_text", __doc__, ModelConfig(), build_model, validate, argv,
                      export_model=portable_copy)

@@ -71,6 +71,11 @@ def build_model(vocabulary_size, sequence_length, num_classes, embedding_dim=32,
     return keras.Model(ids, outputs, name="transformer")
 
 
+def parse(argv=None):
+    """(parser, args, model config, train config) of a command line; runs nothing."""
+    return text.parse("transformer_text", __doc__, ModelConfig(), argv)
+
+
 def main(argv=None):
     text.main("transformer_text", __doc__, ModelConfig(), build_model, validate, argv)
 

@@ -5,7 +5,9 @@ import json
 from benchmarks import accuracy
 
 
-def _run(root, recipe, stamp, model, train, metrics):
+def _run(root, recipe, stamp, command, seed, metrics, **changes):
+    model, train = accuracy.resolved_config(recipe, command, seed)
+    train = {**train, **changes, "runs_dir": str(root), "precision_resolved": "float32"}
     path = root / recipe / stamp
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps({"model": model, "train": train}))
@@ -14,16 +16,26 @@ def _run(root, recipe, stamp, model, train, metrics):
     return str(path)
 
 
-def test_newest_default_run_is_reported(tmp_path):
-    done = {"test_accuracy": 0.8}
-    old = _run(tmp_path, "rnn_text", "20260101-000000", {"cell": "gru"}, {"limit": 0}, done)
-    _run(tmp_path, "rnn_text", "20260102-000000", {"cell": "gru"}, {"limit": 256}, done)
-    _run(tmp_path, "rnn_text", "20260103-000000", {"cell": "gru"}, {"limit": 0}, None)
-    lstm = _run(tmp_path, "rnn_text", "20260104-000000", {"cell": "lstm"}, {"limit": 0}, done)
-    # A smoke run (--limit) and an unfinished run never stand for the default.
-    assert accuracy.newest_run(str(tmp_path), "rnn_text", {"cell": "gru"})[0] == old
-    assert accuracy.newest_run(str(tmp_path), "rnn_text", {"cell": "lstm"})[0] == lstm
-    assert accuracy.newest_run(str(tmp_path), "cnn", {}) is None
+def test_only_runs_of_the_default_command_are_reported(tmp_path):
+    done, gru = {"test_accuracy": 0.8}, "python -m recipes.rnn_text --cell gru"
+    old = _run(tmp_path, "rnn_text", "20260101-000000", gru, 42, done)
+    _run(tmp_path, "rnn_text", "20260102-000000", gru, 42, done, limit=256)  # a smoke run
+    _run(tmp_path, "rnn_text", "20260103-000000", gru, 42, done, epochs=3)  # a shorter one
+    _run(tmp_path, "rnn_text", "20260104-000000", gru, 42, None)  # unfinished
+    _run(tmp_path, "rnn_text", "20260105-000000", gru, 43, done)  # another seed
+    lstm = _run(tmp_path, "rnn_text", "20260106-000000", "python -m recipes.rnn_text", 42, done)
+    assert accuracy.newest_run(str(tmp_path), "rnn_text", gru, 42)[0] == old
+    assert accuracy.newest_run(str(tmp_path), "rnn_text", "python -m recipes.rnn_text --cell "
+                               "lstm", 42)[0] == lstm
+    assert accuracy.newest_run(str(tmp_path), "cnn", "python -m recipes.cnn", 42) is None
+
+
+def test_resolved_config_is_what_the_command_runs():
+    model, train = accuracy.resolved_config("cnn", "python -m recipes.cnn --epochs 5", 7)
+    assert train["epochs"] == 5 and train["seed"] == 7 and model["activation"] == "relu"
+    _, text_train = accuracy.resolved_config("transformer_text",
+                                             "python -m recipes.transformer_text", 42)
+    assert text_train["dataset"] == "rt_snippets" and text_train["monitor"] == "val_accuracy"
 
 
 def test_hyperband_winner_is_retrained_with_exactly_its_hyperparameters(monkeypatch):
