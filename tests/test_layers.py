@@ -252,24 +252,31 @@ def test_saved_model_in_fresh_interpreter(name, saved_model_outputs):
     np.testing.assert_allclose(served, expected, atol=1e-5)
 
 
-def test_each_file_works_copied_alone(tmp_path):
-    for filename in ("maxout.py", "swish.py", "upsampling.py", "transformer.py"):
-        shutil.copy(os.path.join(LAYERS_DIR, filename), tmp_path)
-    script = textwrap.dedent(
-        """
-        import importlib.util
-        import numpy as np
-        assert importlib.util.find_spec("layers") is None
-        import maxout, swish, upsampling, transformer
-        image = np.ones((1, 4, 4, 4), "float32")
-        assert maxout.Maxout(2)(image).shape == (1, 4, 4, 2)
-        assert swish.Swish()(image).shape == (1, 4, 4, 4)
-        assert upsampling.upsampling_block("resize_bilinear", 3)(image).shape == (1, 8, 8, 3)
-        x = transformer.TokenAndPositionEmbedding(10, 5, 4)(np.array([[1, 2, 0]]))
-        assert transformer.TransformerEncoder(2, 8)(x).shape == (1, 3, 4)
-        print("ok")
-        """
-    )
+_ALONE = {
+    "maxout.py": "assert maxout.Maxout(2)(image).shape == (1, 4, 4, 2)",
+    "swish.py": "assert swish.Swish()(image).shape == (1, 4, 4, 4)",
+    "upsampling.py": "assert upsampling.upsampling_block('resize_bilinear', 3)(image).shape "
+                     "== (1, 8, 8, 3)",
+    "transformer.py": "x = transformer.TokenAndPositionEmbedding(10, 5, 4)(np.array([[1, 2, 0]]))"
+                      "\nassert transformer.TransformerEncoder(2, 8)(x).shape == (1, 3, 4)",
+}
+
+
+@pytest.mark.parametrize("filename", sorted(_ALONE))
+def test_each_file_works_copied_alone(filename, tmp_path):
+    """One file in an empty folder, as a user copies it: nothing else of ours beside it."""
+    shutil.copy(os.path.join(LAYERS_DIR, filename), tmp_path)
+    module = filename[:-3]
+    script = "\n".join([
+        "import importlib.util",
+        "import numpy as np",
+        "assert importlib.util.find_spec('layers') is None",
+        f"import {module}",
+        "image = np.ones((1, 4, 4, 4), 'float32')",
+        _ALONE[filename],
+        "print('ok')",
+    ])
+    assert os.listdir(tmp_path) == [filename]
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
         env={**os.environ, "PYTHONPATH": ""},
