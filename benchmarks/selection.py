@@ -11,6 +11,9 @@ test split into the recipe:
   it replaced: no cut, stop after 3 (`--lr-patience 0 --patience 3`).
 - transformer: the small model (32-d, 2 heads, 64 feed-forward, 10k
   vocabulary), against the wider one it replaced (64-d, 4 heads, 128, 20k).
+  The wider one scored better on validation in the first run of this check
+  (results/selection_transformer.json, where "default" is the small model)
+  and is the default since; a re-run now checks it against the small one.
 
 Fixed before this ran: the candidates above, the seeds (42, 43, 44 for the
 transformer; 42 alone for the CNN, whose run takes about ten minutes), the
@@ -41,8 +44,8 @@ CHECKS = {
     "transformer": {
         "command": ["-m", "recipes.transformer_text"], "monitor": "val_accuracy",
         "seeds": (42, 43, 44), "default": [],
-        "alternative": ["--embedding-dim", "64", "--num-heads", "4", "--intermediate-dim",
-                        "128", "--vocabulary-size", "20000"],
+        "alternative": ["--embedding-dim", "32", "--num-heads", "2", "--intermediate-dim",
+                        "64", "--vocabulary-size", "10000"],
     },
 }
 
