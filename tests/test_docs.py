@@ -1,0 +1,127 @@
+"""The docs stay true: every module they name exists and takes the flags they show,
+every block marked runnable runs, every relative link and image resolves."""
+
+import argparse
+import glob
+import importlib
+import os
+import re
+import runpy
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = ["README.md", *sorted(os.path.relpath(p, ROOT)
+                             for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
+#: `python -m` modules the docs may name that are not this project's.
+OUTSIDE = {"pip", "venv", "pytest", "tensorboard", "http.server", "json.tool"}
+
+
+def _read(doc):
+    with open(os.path.join(ROOT, doc)) as f:
+        return f.read()
+
+
+def _blocks(text):
+    """(info string, body) of every fenced code block."""
+    return re.findall(r"^```([^\n]*)\n(.*?)^```", text, flags=re.M | re.S)
+
+
+def _commands():
+    """(doc, module, args) for every `python -m` the docs quote, in code or inline."""
+    found = []
+    for doc in DOCS:
+        text = _read(doc).replace("\\\n", " ")  # shell line continuations
+        for module, rest in re.findall(r"python -m ([A-Za-z_][\w.<>]*)([^`\n]*)", text):
+            rest = rest.split(" #")[0].split("|")[0].split(")")[0].strip()
+            found.append((doc, module, rest))
+    return sorted(set(found))
+
+
+class _Parsed(Exception):
+    """Raised instead of running a program once its flags have parsed."""
+
+
+@pytest.mark.parametrize("doc, module, args", _commands())
+def test_every_quoted_command_names_a_module_whose_flags_parse(doc, module, args, monkeypatch):
+    if module in OUTSIDE:
+        return
+    if "<" in module:  # recipes.<name>: the package is enough
+        assert os.path.isdir(os.path.join(ROOT, module.split(".")[0])), doc
+        return
+    path = os.path.join(ROOT, *module.split("."))
+    assert (os.path.isfile(path + ".py") or os.path.isfile(os.path.join(path, "__main__.py"))), (
+        f"{doc}: `python -m {module}` names no module")
+    if not args or "<" in args or "..." in args:
+        return  # named in passing, or with a placeholder (<recipe>): the module is enough
+    real_parse_args = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, argv=None, namespace=None):
+        real_parse_args(self, argv, namespace)
+        raise _Parsed
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    monkeypatch.setattr(sys, "argv", [module, *args.split()])
+    with pytest.raises(_Parsed):
+        try:
+            if os.path.isdir(path):  # a package: what `python -m` runs is its __main__
+                runpy.run_module(module + ".__main__", run_name="__main__")
+            else:
+                importlib.import_module(module).main(args.split())
+        except SystemExit as exit_:
+            pytest.fail(f"{doc}: `python -m {module} {args}` exited {exit_.code}")
+
+
+def _runnable(language):
+    return [(doc, body) for doc in DOCS for info, body in _blocks(_read(doc))
+            if info.split()[:2] == [language, "runnable"]]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A folder laid out like a checkout after `make run`: .venv, a CNN export."""
+    from core import training
+    from recipes import cnn
+
+    path = tmp_path_factory.mktemp("checkout")
+    os.symlink(sys.prefix, path / ".venv")
+    model = cnn.build_model((28, 28, 1), 10, filters=(4,), dense_units=8)
+    cnn.export_model(model, cnn.dataset_facts("fashion_mnist")[1], (28, 28, 1),
+                     training.TrainConfig(export_dir=str(path / "saved_models")))
+    return path
+
+
+@pytest.mark.parametrize("doc, block", _runnable("sh"))
+def test_runnable_shell_blocks_run(doc, block, workdir):
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=workdir,
+                            env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, f"{doc}:\n{block}\n{result.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("doc, block", _runnable("python"))
+def test_runnable_python_blocks_run_beside_copied_layer_files(doc, block, tmp_path):
+    for path in glob.glob(os.path.join(ROOT, "layers", "*.py")):
+        if not path.endswith("__init__.py"):
+            shutil.copy(path, tmp_path)
+    result = subprocess.run([sys.executable, "-c", block], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": ""}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, f"{doc}:\n{block}\n{result.stderr[-3000:]}"
+
+
+def test_there_are_runnable_blocks_to_check():
+    assert _runnable("sh") and _runnable("python")
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_relative_links_and_images_resolve(doc):
+    text = _read(doc)
+    for target in re.findall(r"!?\[[^\]]*\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue
+        path = os.path.normpath(os.path.join(ROOT, os.path.dirname(doc), target.split("#")[0]))
+        assert os.path.exists(path), f"{doc}: link to {target} does not resolve"
