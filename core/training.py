@@ -347,7 +347,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.directory = directory
         self.stateful = list(stateful)
-        self.state = latest_checkpoint(directory)[1]
+        self.path, self.state = latest_checkpoint(directory)
         self.seconds_before = self.state["train_seconds"] if self.state else 0.0
         self._started = None
 
@@ -359,10 +359,15 @@ class RunCheckpoint(keras.callbacks.Callback):
     def finished(self):
         return bool(self.state and self.state["stopped"])
 
+    @property
+    def train_seconds(self):
+        """Seconds trained in this run, before a crash included."""
+        return self.seconds_before + time.perf_counter() - self._started
+
     def on_train_begin(self, logs=None):
         self._started = time.perf_counter()
         self.history = dict(self.state["history"]) if self.state else {}
-        path, state = latest_checkpoint(self.directory)
+        path, state = self.path, self.state
         if state is None:
             return
         if not self.model.optimizer.built:
@@ -386,7 +391,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         state = {
             "epoch": epoch + 1,
             "stopped": bool(self.model.stop_training),
-            "train_seconds": self.seconds_before + time.perf_counter() - self._started,
+            "train_seconds": self.train_seconds,
             "history": self.history,
             "callbacks": [{key: _plain(getattr(cb, key)) for key in self.KEYS
                            if hasattr(cb, key)} for cb in self.stateful],
@@ -468,7 +473,7 @@ def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_
     )
     history = checkpoint.history
     epochs_run = len(history.get("loss", []))
-    train_seconds = checkpoint.seconds_before + time.perf_counter() - checkpoint._started
+    train_seconds = checkpoint.train_seconds
     if evaluate is None:
         test = {f"test_{key}": float(value) for key, value in
                 model.evaluate(test_ds, return_dict=True, verbose=0).items()}
