@@ -42,7 +42,7 @@ ROWS = [
      "test_mse"),
 ]
 #: Fields that say where a run writes, not what it computes.
-PLACES = ("runs_dir", "export_dir", "export", "seed")
+PLACES = ("runs_dir", "export_dir", "export")
 
 
 def resolved_config(recipe, command, seed):
@@ -53,12 +53,12 @@ def resolved_config(recipe, command, seed):
 
 
 def same_config(saved, model, train):
-    """Whether a run's saved config is `model` and `train`, places aside."""
-    saved_train = {k: v for k, v in saved["train"].items()
-                   if k not in PLACES and k != "precision_resolved"}
-    return (json.loads(json.dumps(saved["model"])) == json.loads(json.dumps(model)) and
-            saved_train == {k: json.loads(json.dumps(v)) for k, v in train.items()
-                            if k not in PLACES})
+    """Whether a run's saved config is `model` and `train` (seed included), places aside."""
+    as_saved = lambda value: json.loads(json.dumps(value))  # noqa: E731  (tuples -> lists)
+    computes = lambda config: {k: v for k, v in config.items()  # noqa: E731
+                               if k not in PLACES and k != "precision_resolved"}
+    return (saved["model"] == as_saved(model) and
+            computes(saved["train"]) == computes(as_saved(train)))
 
 
 def newest_run(runs_dir, recipe, command, seed):
@@ -72,7 +72,7 @@ def newest_run(runs_dir, recipe, command, seed):
                 metrics = json.load(f)
         except OSError:
             continue
-        if config["train"].get("seed") == seed and same_config(config, model, train):
+        if same_config(config, model, train):
             return run_dir, config, metrics
     return None
 
@@ -110,10 +110,11 @@ def main(argv=None):
             continue
         value = [metrics[metric] for _, _, metrics in found]
         seconds = [metrics["train_seconds"] for _, _, metrics in found]
+        mean, spread = summarize(value)
         rows.append({
             "recipe": name, "command": command, "metric": metric, "seeds": list(seeds),
             "runs": [run_dir for run_dir, _, _ in found], "values": value,
-            "value": round(summarize(value)[0], 5), "spread": round(summarize(value)[1], 5),
+            "value": round(mean, 5), "spread": round(spread, 5),
             "epochs": [metrics["epochs"] for _, _, metrics in found],
             "train_seconds": round(statistics.mean(seconds), 1),
             "examples_per_second": round(statistics.mean(

@@ -30,6 +30,7 @@ summary of each.
 import argparse
 import bz2
 import csv
+import functools
 import hashlib
 import importlib.util
 import os
@@ -259,6 +260,21 @@ def in_validation(group, validation_percent):
     return tf.strings.to_hash_bucket_fast(group, 100) < validation_percent
 
 
+def _by_group(name, group, split, validation_percent, data_dir):
+    """TFDS's train split filtered to the groups of `split` (train or validation)."""
+    ds = tfds.load(name, split="train", data_dir=data_dir, download=False)
+    held_out = split == "validation"
+    return ds.filter(lambda ex: in_validation(ex[group], validation_percent) == held_out)
+
+
+@functools.lru_cache(maxsize=None)
+def _group_split_size(name, split, validation_percent, data_dir):
+    """Examples in a split carved by group: counted once a process (a text run
+    loads its train split twice, for the vectorizer and for training)."""
+    ds = _by_group(name, GROUP_KEYS[name], split, validation_percent, data_dir)
+    return int(ds.reduce(0, lambda n, _: n + 1))
+
+
 def load(name, split, validation_percent=DEFAULT_VALIDATION_PERCENT, data_dir=None,
          supervised=True):
     """A ``tf.data.Dataset`` of one split: (input, label) pairs, or feature dicts.
@@ -283,12 +299,10 @@ def load(name, split, validation_percent=DEFAULT_VALIDATION_PERCENT, data_dir=No
                 "validation": f"train[{100 - validation_percent}%:]", "test": "test"}[split]
         return tfds.load(name, split=spec, as_supervised=supervised, data_dir=data_dir,
                          download=False)
-    ds = tfds.load(name, split="train", data_dir=data_dir, download=False)
-    held_out = split == "validation"
-    ds = ds.filter(lambda ex: in_validation(ex[group], validation_percent) == held_out)
-    # A filtered dataset's size is unknown to tf.data; count it once and say
-    # so, which Keras needs to show progress and to end an evaluation quietly.
-    size = int(ds.reduce(0, lambda n, _: n + 1))
+    ds = _by_group(name, group, split, validation_percent, data_dir)
+    # A filtered dataset's size is unknown to tf.data; say it, which Keras
+    # needs to show progress and to end an evaluation quietly.
+    size = _group_split_size(name, split, validation_percent, data_dir)
     ds = ds.apply(tf.data.experimental.assert_cardinality(size))
     if not supervised:
         return ds

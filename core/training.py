@@ -367,23 +367,22 @@ class RunCheckpoint(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._started = time.perf_counter()
         self.history = dict(self.state["history"]) if self.state else {}
-        path, state = self.path, self.state
-        if state is None:
+        if self.state is None:
             return
         if not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(os.path.join(path, "model.weights.h5"))
-        with np.load(os.path.join(path, "rng_state.npz")) as rng:
+        self.model.load_weights(os.path.join(self.path, "model.weights.h5"))
+        with np.load(os.path.join(self.path, "rng_state.npz")) as rng:
             for i, variable in enumerate(_rng_states(self.model)):
                 variable.assign(rng[f"arr_{i}"])
-        for cb, saved in zip(self.stateful, state["callbacks"]):
+        for cb, saved in zip(self.stateful, self.state["callbacks"]):
             for key, value in saved.items():
                 setattr(cb, key, value)
             if isinstance(cb, keras.callbacks.EarlyStopping) and cb.restore_best_weights:
-                with np.load(os.path.join(path, "best_weights.npz")) as best:
+                with np.load(os.path.join(self.path, "best_weights.npz")) as best:
                     cb.best_weights = [best[f"arr_{i}"] for i in range(len(best.files))]
-        print(f"[resume] from {path}: epoch {state['epoch']} done, "
-              f"{state['train_seconds']:.0f} s trained", flush=True)
+        print(f"[resume] from {self.path}: epoch {self.state['epoch']} done, "
+              f"{self.state['train_seconds']:.0f} s trained", flush=True)
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
