@@ -1,39 +1,183 @@
-"""Export for TF Serving, the one way every recipe does it.
+"""Export for TF Serving, ONNX Runtime and LiteRT, the one way every recipe does it.
 
     path = export.export_savedmodel(
         model, "cnn",
         inputs={"image": tf.TensorSpec([None, 28, 28, 1], tf.uint8)},
         serve=lambda image: {"probabilities": model(image), ...},
+        sample={"image": images}, formats=("saved_model", "onnx"), portable=...,
     )
-    export.verify_in_fresh_process(path, {"image": images}, expected_outputs)
 
 - Layout `saved_models/<model>/<version>/`, TF Serving's: versions are
   integers, the next one is one more than the largest present, and an existing
-  version is never touched. The SavedModel is written to a hidden temporary
+  version is never touched. Everything is written to a hidden temporary
   folder beside it (TF Serving ignores non-numeric names) and renamed into
   place in one atomic step, so a server never sees a half-written or empty
   version, and two exporters never take the same number (the second one's
   rename fails and it takes the next).
-- The signature `serving_default` has the input and output names the recipe
-  chooses (plain `model.export` would call them `keras_tensor` / `output_0`).
-- `verify_in_fresh_process` reloads the export with `tf.saved_model.load` in
-  a new interpreter that cannot import this project, and compares its outputs
-  with the traced serving function's (exactly) and with the trained model's
-  own predictions (within `PREDICTION_ATOL`).
+- The SavedModel is always written: TF Serving loads it, and the other
+  formats are checked against it. Its signature `serving_default` has the
+  input and output names the recipe chooses, checks the request's shape (a
+  wrong one fails with a message naming the expected shape, not deep inside
+  the graph) and answers an empty batch with empty outputs.
+- `model.onnx` and `model.tflite` (LiteRT), when asked for, sit in the same
+  version folder with the companion files a client needs (`labels.txt`,
+  `vocabulary.txt`). They are converted from a float32 copy of the model
+  (`Portable`), with numeric outputs only: ONNX needs a float32 policy, and
+  neither runtime has TensorFlow's string ops.
+- `verify_in_fresh_process` reloads each file in a new interpreter that
+  cannot import this project (`tf.saved_model.load`, `onnxruntime`,
+  `ai_edge_litert`) and compares its outputs with the traced serving
+  function's and with the trained model's own predictions.
 """
 
+import dataclasses
 import errno
+import functools
+import inspect
 import os
 import subprocess
 import sys
 import tempfile
 import textwrap
+from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 SIGNATURE = "serving_default"
+FORMATS = ("saved_model", "onnx", "litert")
+FILES = {"onnx": "model.onnx", "litert": "model.tflite"}
+
+#: How far the reloaded export may stray from the trained model's own eager
+#: predictions. In float32 the two agree to rounding; under mixed_bfloat16 the
+#: graph optimiser fuses and rounds differently from eager execution (measured
+#: here: up to 1.4e-2 in a probability).
+PREDICTION_ATOL = {"float32": 1e-5, "mixed_float16": 1e-2, "mixed_bfloat16": 3e-2}
+#: How far an ONNX or LiteRT file may stray from the float32 model it was
+#: converted from (both compute in float32; kernels and fusions differ).
+PORTABLE_ATOL = 1e-4
+
+
+class ExportError(ValueError):
+    """An export that cannot be made as asked (raised before anything is written)."""
+
+
+def parse_formats(text):
+    """`"saved_model,onnx"` -> `("saved_model", "onnx")`; the SavedModel always comes first."""
+    names = [name.strip() for name in str(text).split(",") if name.strip()]
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown:
+        raise ExportError(f"export format must be among {', '.join(FORMATS)}; got "
+                          f"{', '.join(map(repr, unknown))}")
+    return tuple(name for name in FORMATS if name == "saved_model" or name in names)
+
+
+@dataclasses.dataclass
+class Portable:
+    """What the ONNX and LiteRT files are converted from.
+
+    model: a float32 Keras model (see `float32_copy`), tracked for its weights.
+    inputs: `{input_name: tf.TensorSpec}` of `serve`.
+    serve: a function of those inputs returning `{output_name: numeric tensor}`.
+    sample: `{input_name: numpy array}`, the same examples as the SavedModel's
+        sample (for text, their token ids), so the outputs can be compared.
+    files: `{file name: lines}` written beside the model (labels, vocabulary).
+    litert_batch: a fixed batch size for LiteRT, when the model cannot be
+        converted with a dynamic one (a recurrent loop needs static shapes).
+    """
+
+    model: keras.Model
+    inputs: dict
+    serve: Callable
+    sample: dict
+    files: dict = dataclasses.field(default_factory=dict)
+    litert_batch: int = None
+
+
+def float32_copy(model):
+    """The same model, weights and all, computing in float32.
+
+    ONNX export needs a float32 policy; a model trained under mixed precision
+    keeps float32 weights, so only each layer's compute policy changes.
+    """
+    def to_float32(node):
+        if isinstance(node, dict):
+            if "DTypePolicy" in str(node.get("class_name", "")):
+                return "float32"
+            return {key: to_float32(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [to_float32(value) for value in node]
+        return node
+
+    copy = model.__class__.from_config(to_float32(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def portable_copy(model, inputs, make_serve, sample, files=None):
+    """The usual `Portable`: `make_serve(model)` on a float32 copy, numeric outputs only."""
+    copy = float32_copy(model)
+    return Portable(copy, inputs, numeric_outputs(make_serve(copy)), sample, files or {})
+
+
+def numeric_outputs(serve):
+    """`serve` without its string outputs (ONNX Runtime and LiteRT get numbers)."""
+    @functools.wraps(serve)  # keeps the argument names that the input signature binds
+    def numeric(*args, **kwargs):
+        return {key: value for key, value in serve(*args, **kwargs).items()
+                if value.dtype != tf.string}
+    return numeric
+
+
+def describe(spec):
+    """`uint8 [batch, 28, 28, 1]`: a spec as a client reads it."""
+    dims = ["batch" if i == 0 else str(d) if d is not None else "any"
+            for i, d in enumerate(spec.shape)]
+    return f"{spec.dtype.name} [{', '.join(dims)}]"
+
+
+def guarded(serve, inputs):
+    """`serve` behind the checks a client needs, inside the serving graph.
+
+    - A request whose shape is not the signature's fails with a message that
+      names the expected shape (TF Serving does not check shapes itself, and
+      the graph would otherwise fail deep inside, e.g. in a Reshape).
+    - An empty batch returns empty outputs: one placeholder example goes
+      through the model and every output is cut back to the batch size (an
+      empty tensor would otherwise reach BatchNormalization, which rejects it).
+    """
+    def padded_shape(tensor, rank):
+        # The shape padded with -1s: indexing it never fails whatever rank
+        # came in, and as real sizes are >= 0, the rank is right exactly when
+        # entry `rank - 1` is a size and entry `rank` is padding. (tf.rank
+        # would be folded into the signature's rank by the graph optimiser,
+        # and a check on it would pass every rank.)
+        return tf.concat([tf.shape(tensor), tf.fill([rank + 1], -1)], axis=0)
+
+    def has_shape(shape, spec):
+        rank = len(spec.shape)
+        return tf.reduce_all([shape[rank - 1] >= 0, tf.equal(shape[rank], -1), *(
+            tf.equal(shape[axis], size) for axis, size in enumerate(spec.shape)
+            if size is not None)])
+
+    @functools.wraps(serve)  # keeps the argument names that the input signature binds
+    def wrapped(*args, **kwargs):
+        tensors = inspect.signature(serve).bind(*args, **kwargs).arguments
+        shapes = {key: padded_shape(tensors[key], len(spec.shape)) for key, spec in inputs.items()}
+        checks = [tf.debugging.Assert(has_shape(shapes[key], spec), [
+            f"{key} must be {describe(spec)}; got shape", tf.shape(tensors[key])])
+            for key, spec in inputs.items()]
+        with tf.control_dependencies(checks):
+            batch = tf.identity(shapes[next(iter(inputs))][0])
+        nonempty = {
+            key: tf.cond(batch > 0, lambda x=tensors[key]: x,
+                         lambda spec=spec: tf.zeros([1, *(d or 1 for d in spec.shape[1:])],
+                                                    spec.dtype))
+            for key, spec in inputs.items()}
+        return {key: value[:batch] for key, value in serve(**nonempty).items()}
+
+    return wrapped
 
 
 def next_version(model_dir):
@@ -44,22 +188,16 @@ def next_version(model_dir):
     return max(versions, default=0) + 1
 
 
-#: How far the reloaded export may stray from the trained model's own eager
-#: predictions. In float32 the two agree to rounding; under mixed_bfloat16 the
-#: graph optimiser fuses and rounds differently from eager execution (measured
-#: here: up to 1.4e-2 in a probability).
-PREDICTION_ATOL = {"float32": 1e-5, "mixed_float16": 1e-2, "mixed_bfloat16": 3e-2}
-
-
 def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=None,
-                      predictions=None):
+                      predictions=None, formats=("saved_model",), portable=None):
     """Write a new version of `name` under `root`, and return its path.
 
     Args:
         model: the Keras model (tracked so its variables are saved).
         name: the model's folder under `root`.
         inputs: `{input_name: tf.TensorSpec}`, in the order `serve` takes them.
-        serve: a function of those inputs returning `{output_name: tensor}`.
+        serve: a function of those inputs returning `{output_name: tensor}`;
+            the signature wraps it in `guarded`.
         root: the model base path that TF Serving watches.
         sample: optional `{input_name: numpy array}`; when given, the new
             version is reloaded in a fresh interpreter and must answer these
@@ -67,36 +205,77 @@ def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=No
         predictions: optional `{output_name: numpy array}`, the trained model's
             own answers to `sample`; the reloaded export must match them within
             `PREDICTION_ATOL` for the current precision policy.
+        formats: from `parse_formats`; "onnx" and "litert" need `portable`.
+        portable: a `Portable`, what the ONNX and LiteRT files come from, or
+            a function returning one, called only when they are asked for.
     """
+    formats = parse_formats(",".join(formats))
+    others = [f for f in formats if f != "saved_model"]
+    if others and portable is None:
+        raise ExportError(f"{name}: no portable model was given for {', '.join(others)}")
+    if others and callable(portable) and not isinstance(portable, Portable):
+        portable = portable()
     model_dir = os.path.join(root, name)
     os.makedirs(model_dir, exist_ok=True)
     specs = [tf.TensorSpec(spec.shape, spec.dtype, name=key) for key, spec in inputs.items()]
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(SIGNATURE, serve, input_signature=specs)
+    archive.add_endpoint(SIGNATURE, guarded(serve, inputs), input_signature=specs)
     with tempfile.TemporaryDirectory(prefix=".incomplete-", dir=model_dir) as tmp:
-        archive.write_out(os.path.join(tmp, "model"), verbose=False)
+        staged = os.path.join(tmp, "model")
+        archive.write_out(staged, verbose=False)
+        if others:
+            for filename, lines in portable.files.items():
+                with open(os.path.join(staged, filename), "w", encoding="utf-8") as f:
+                    f.writelines(f"{line}\n" for line in lines)
+        if "onnx" in formats:
+            write_onnx(portable, os.path.join(staged, FILES["onnx"]))
+        if "litert" in formats:
+            write_litert(portable, os.path.join(staged, FILES["litert"]), tmp)
         # The version appears whole or not at all: one rename of the finished
-        # SavedModel onto the next number. rename is atomic and fails when
+        # folder onto the next number. rename is atomic and fails when
         # another exporter has just published that number (its folder is not
         # empty), and then the next number is tried.
         while True:
             final = os.path.join(model_dir, str(next_version(model_dir)))
             try:
-                os.rename(os.path.join(tmp, "model"), final)
+                os.rename(staged, final)
                 break
             except OSError as err:
                 if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
     if sample is not None:
-        served = verify_in_fresh_process(final, sample, expected_outputs(serve, sample))
-        if predictions is not None:
-            policy = keras.config.dtype_policy().name
-            atol = PREDICTION_ATOL.get(policy, PREDICTION_ATOL["mixed_bfloat16"])
-            compare(served, predictions, atol, what=f"against the trained model ({policy})")
+        verify_export(final, serve, sample, predictions, formats, portable)
     checked = " (verified in a fresh interpreter)" if sample is not None else ""
-    print(f"[{name}] exported {final}{checked}", flush=True)
+    print(f"[{name}] exported {final}: {', '.join(formats)}{checked}", flush=True)
     return final
+
+
+def write_onnx(portable, path):
+    """`portable` as ONNX, through tf2onnx (what `model.export(format="onnx")` uses)."""
+    import tf2onnx
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+    patch_tf2onnx()  # Keras's own fix for tf2onnx under numpy 2
+    specs = [tf.TensorSpec(spec.shape, spec.dtype, name=key)
+             for key, spec in portable.inputs.items()]
+    tf2onnx.convert.from_function(tf.function(portable.serve, input_signature=specs), specs,
+                                  output_path=path)
+
+
+def write_litert(portable, path, scratch):
+    """`portable` as a LiteRT flatbuffer, built-in ops only (no Flex delegate needed)."""
+    specs = [tf.TensorSpec((portable.litert_batch, *spec.shape[1:]), spec.dtype, name=key)
+             for key, spec in portable.inputs.items()]
+    archive = keras.export.ExportArchive()
+    archive.track(portable.model)
+    archive.add_endpoint(SIGNATURE, portable.serve, input_signature=specs)
+    source = os.path.join(scratch, "litert-source")
+    archive.write_out(source, verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(source)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    with open(path, "wb") as f:
+        f.write(converter.convert())
 
 
 def expected_outputs(serve, sample):
@@ -111,26 +290,63 @@ def expected_outputs(serve, sample):
     return {key: value.numpy() for key, value in outputs.items()}
 
 
+def verify_export(path, serve, sample, predictions, formats, portable):
+    """Every file of a new version, reloaded in a fresh interpreter, must answer
+    `sample` as the model did here; raise AssertionError if not."""
+    policy = keras.config.dtype_policy().name
+    atol = PREDICTION_ATOL.get(policy, PREDICTION_ATOL["mixed_bfloat16"])
+    served = verify_in_fresh_process(path, sample, expected_outputs(serve, sample))
+    if predictions is not None:
+        compare(served, predictions, atol, what=f"against the trained model ({policy})")
+    for runtime in formats[1:]:
+        answers = serve_in_fresh_process(path, portable.sample, runtime)
+        compare(answers, expected_outputs(portable.serve, portable.sample), PORTABLE_ATOL,
+                what=f"{runtime} against the float32 model it came from")
+        floats = {key: value for key, value in served.items()
+                  if key in answers and np.issubdtype(value.dtype, np.floating)}
+        compare(answers, floats, max(atol, PORTABLE_ATOL),
+                what=f"{runtime} against the SavedModel ({policy})")
+
+
 _VERIFY_SCRIPT = textwrap.dedent(
     """
-    import importlib.util, sys
-    import numpy as np, tensorflow as tf
+    import importlib.util, os, sys
+    import numpy as np
     for package in ("core", "recipes", "layers"):
         assert importlib.util.find_spec(package) is None, package + " is importable"
-    path, inputs_file, outputs_file = sys.argv[1:]
-    serve = tf.saved_model.load(path).signatures["serving_default"]
-    inputs = {key: tf.constant(value) for key, value in np.load(inputs_file).items()}
-    outputs = serve(**inputs)
-    as_numpy = lambda t: (np.char.decode(t.numpy().astype("S"), "utf-8")
-                          if t.dtype == tf.string else t.numpy())
-    np.savez(outputs_file, **{key: as_numpy(value) for key, value in outputs.items()})
+    path, runtime, inputs_file, outputs_file = sys.argv[1:]
+    inputs = dict(np.load(inputs_file))
+    if runtime == "saved_model":
+        import tensorflow as tf
+        serve = tf.saved_model.load(path).signatures["serving_default"]
+        as_numpy = lambda t: (np.char.decode(t.numpy().astype("S"), "utf-8")
+                              if t.dtype == tf.string else t.numpy())
+        outputs = {key: as_numpy(value)
+                   for key, value in serve(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+    elif runtime == "onnx":
+        import onnxruntime
+        session = onnxruntime.InferenceSession(os.path.join(path, "model.onnx"))
+        names = [output.name for output in session.get_outputs()]
+        outputs = dict(zip(names, session.run(names, inputs)))
+    else:
+        from ai_edge_litert.interpreter import Interpreter
+        interpreter = Interpreter(os.path.join(path, "model.tflite"))
+        runner = interpreter.get_signature_runner("serving_default")
+        fixed = interpreter.get_input_details()[0]["shape_signature"][0]
+        step = len(next(iter(inputs.values()))) if fixed < 1 else fixed
+        parts = [runner(**{k: v[start:start + step] for k, v in inputs.items()})
+                 for start in range(0, len(next(iter(inputs.values()))), step)]
+        outputs = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    np.savez(outputs_file, **outputs)
     """
 )
 
 
-def serve_in_fresh_process(path, inputs):
-    """Outputs of the export's `serving_default` on `inputs`, computed in a new
-    interpreter started in an empty folder, so no project code can be imported."""
+def serve_in_fresh_process(path, inputs, runtime="saved_model"):
+    """Outputs of the export on `inputs` through `runtime` (saved_model: its
+    `serving_default`; onnx: ONNX Runtime; litert: the LiteRT interpreter),
+    computed in a new interpreter started in an empty folder, so no project
+    code can be imported."""
     with tempfile.TemporaryDirectory() as scratch:
         inputs_file = os.path.join(scratch, "inputs.npz")
         outputs_file = os.path.join(scratch, "outputs.npz")
@@ -138,18 +354,18 @@ def serve_in_fresh_process(path, inputs):
         env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         result = subprocess.run(
-            [sys.executable, "-c", _VERIFY_SCRIPT, os.path.abspath(path), inputs_file,
+            [sys.executable, "-c", _VERIFY_SCRIPT, os.path.abspath(path), runtime, inputs_file,
              outputs_file],
             cwd=scratch, env=env, capture_output=True, text=True,
         )
         if result.returncode:
-            raise RuntimeError(f"Reloading {path} failed:\n{result.stderr[-3000:]}")
+            raise RuntimeError(f"Reloading {path} ({runtime}) failed:\n{result.stderr[-3000:]}")
         with np.load(outputs_file) as outputs:
             return {key: outputs[key] for key in outputs.files}
 
 
 def verify_in_fresh_process(path, inputs, expected, atol=1e-5):
-    """Check the export answers `inputs` with `expected` outputs; raise if not.
+    """Check the SavedModel answers `inputs` with `expected` outputs; raise if not.
 
     Floating outputs are compared within `atol`, others exactly; string
     inputs and outputs travel as numpy `str` arrays. Returns what it served.

@@ -92,39 +92,62 @@ def end_to_end(model, vectorizer, name=None):
     return keras.Model(text, model(vectorizer(text)), name=name)
 
 
-def export_text_model(recipe, model, vectorizer, class_names, train, trained=None):
+def export_text_model(recipe, model, vectorizer, class_names, train, trained=None,
+                      serving_copy=None, litert_batch=None):
     """Export strings -> probabilities, checked on real and awkward inputs.
 
     `model` is what gets served; `trained` (default: `model`) is the model as
     trained, whose own predictions the reloaded export must match.
+
+    ONNX Runtime and LiteRT have none of TextVectorization's string ops
+    (tf2onnx: StaticRegexReplace and StringSplitV2 unsupported; the LiteRT
+    converter: not built-in ops), so those files take token ids,
+    int64 `[batch, sequence_length]`, with `vocabulary.txt` beside them (line
+    n is token id n). `serving_copy(model)` rebuilds the model for serving
+    (the RNN recipe's drops cuDNN-only kernels); `litert_batch` fixes LiteRT's
+    batch size where a recurrent loop needs static shapes.
     """
     serving_model = end_to_end(model, vectorizer, name=f"{recipe}_serving")
-    names = tf.constant(class_names)
-
     def serve(text):
         probabilities = serving_model(text, training=False)
         label = tf.argmax(probabilities, axis=-1)
         return {"probabilities": probabilities, "label": label,
-                "label_name": tf.gather(names, label)}
+                "label_name": tf.gather(tf.constant(class_names), label)}
 
     samples = [t.decode("utf-8") for t, _ in
                data.load(train.dataset, "test").take(27).as_numpy_iterator()]
     texts = np.array(samples + EDGE_CASES)
+    token_ids = vectorizer(tf.constant(texts)).numpy()
     trained = trained or model
-    predictions = trained(vectorizer(tf.constant(texts)), training=False).numpy()
-    path = export.export_savedmodel(
+    predictions = trained(token_ids, training=False).numpy()
+
+    def portable():
+        copy = export.float32_copy(trained)
+        copy = serving_copy(copy) if serving_copy else copy
+
+        def serve_ids(token_ids):
+            probabilities = copy(token_ids, training=False)
+            return {"probabilities": probabilities, "label": tf.argmax(probabilities, axis=-1)}
+
+        return export.Portable(
+            copy, {"token_ids": tf.TensorSpec((None, token_ids.shape[1]), tf.int64)}, serve_ids,
+            {"token_ids": token_ids}, litert_batch=litert_batch,
+            files={"vocabulary.txt": vectorizer.get_vocabulary(), "labels.txt": class_names})
+
+    return export.export_savedmodel(
         serving_model, recipe, {"text": tf.TensorSpec((None,), tf.string)}, serve,
         root=train.export_dir, sample={"text": texts},
-        predictions={"probabilities": predictions})
-    return path
+        predictions={"probabilities": predictions},
+        formats=export.parse_formats(train.export_format), portable=portable)
 
 
 def run(recipe, build_model, model_config, train, validate_model, resume=None,
-        export_model=None):
+        export_model=None, litert_batch=None):
     """Train, evaluate and export one text configuration; returns its metrics.
 
     `export_model(model)` may return a serving copy of the trained model (the
     RNN recipe rebuilds it without cuDNN-only kernels); default: the model.
+    `litert_batch`: see `export_text_model`.
     """
     validate_text(model_config)
     validate_model(model_config)
@@ -143,8 +166,9 @@ def run(recipe, build_model, model_config, train, validate_model, resume=None,
         model, train_ds, val_ds, test_ds, train, run_dir, n_train)
     if train.export:
         serving_model = export_model(model) if export_model else model
-        metrics["export"] = export_text_model(recipe, serving_model, vectorizer, class_names,
-                                              train, trained=model)
+        metrics["export"] = export_text_model(
+            recipe, serving_model, vectorizer, class_names, train, trained=model,
+            serving_copy=export_model, litert_batch=litert_batch)
         training.write_json(os.path.join(run_dir, "metrics.json"), metrics)
     print(f"[{recipe}] test accuracy {metrics['test_accuracy']:.4f} after {metrics['epochs']} "
           f"epochs, {metrics['train_seconds']:.0f} s; run {run_dir}", flush=True)
@@ -164,8 +188,10 @@ def parse(recipe, doc, model_config, argv=None, epochs=6):
     return (parser, args, *training.split_args(args, model_config, training.TrainConfig()))
 
 
-def main(recipe, doc, model_config, build_model, validate_model, argv=None, export_model=None):
+def main(recipe, doc, model_config, build_model, validate_model, argv=None, export_model=None,
+         litert_batch=None):
     """The command line shared by the text recipes."""
     parser, args, model_config, train = parse(recipe, doc, model_config, argv)
     training.run_or_exit(parser, run, recipe, build_model, model_config, train, validate_model,
-                         resume=args.resume, export_model=export_model)
+                         resume=args.resume, export_model=export_model,
+                         litert_batch=litert_batch)

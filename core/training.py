@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core import data
+from core import data, export
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
@@ -54,6 +54,7 @@ class TrainConfig:
     runs_dir: str = "runs"
     export_dir: str = "saved_models"
     export: bool = True
+    export_format: str = "saved_model"
 
     HELP = {
         "dataset": "TFDS name",
@@ -70,7 +71,9 @@ class TrainConfig:
         "limit": "use at most this many examples per split (0 = all); for smoke tests",
         "runs_dir": "where runs/<recipe>/<timestamp>/ are written",
         "export_dir": "TF Serving model base path",
-        "export": "export a SavedModel at the end",
+        "export": "export at the end (a SavedModel, plus --export-format)",
+        "export_format": "comma-separated, among saved_model,onnx,litert; the SavedModel is "
+        "always written, and the others are checked against it",
     }
 
 
@@ -154,6 +157,10 @@ def validate(train):
     if train.limit < 0:
         raise ConfigError(f"limit must be >= 0, got {train.limit}")
     resolve_precision(train.precision)
+    try:
+        export.parse_formats(train.export_format)
+    except export.ExportError as err:
+        raise ConfigError(str(err)) from None
 
 
 def new_run_dir(runs_dir, recipe):

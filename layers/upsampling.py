@@ -80,6 +80,10 @@ class ResizeConv2D(keras.layers.Conv2D):
     def call(self, inputs):
         if self.interpolation == "nearest":
             upsampled = ops.repeat(ops.repeat(inputs, self.size[0], axis=1), self.size[1], axis=2)
+            if None not in inputs.shape[1:]:
+                # Spell out the static shape: LiteRT's converter loses the
+                # height through `repeat` and then cannot lower the Conv2D.
+                upsampled = ops.reshape(upsampled, (-1, *self._upsampled_shape(inputs.shape)[1:]))
         else:
             shape = ops.shape(inputs)
             upsampled = ops.image.resize(

@@ -179,22 +179,32 @@ def dataset_facts(name):
 # --- train, evaluate, export -------------------------------------------------
 
 
-def export_model(model, class_names, shape, train):
-    """Export with a raw-uint8 signature, checked in a fresh interpreter."""
-    names = tf.constant(class_names)
-
+def serving_function(model, class_names):
+    """Raw uint8 images -> probabilities, class id and class name."""
     def serve(image):
         probabilities = model(image, training=False)
         class_id = tf.argmax(probabilities, axis=-1)
+        # The names are a constant of the graph, not a captured tensor (which
+        # tf2onnx would turn into an input).
         return {"probabilities": probabilities, "class_id": class_id,
-                "class_name": tf.gather(names, class_id)}
+                "class_name": tf.gather(tf.constant(class_names), class_id)}
 
+    return serve
+
+
+def export_model(model, class_names, shape, train):
+    """Export with a raw-uint8 signature (and ONNX/LiteRT if asked), checked in a
+    fresh interpreter."""
+    inputs = {"image": tf.TensorSpec((None, *shape), tf.uint8)}
     images = next(iter(data.load(train.dataset, "test").take(64).batch(64)))[0].numpy()
-    path = export.export_savedmodel(
-        model, "cnn", {"image": tf.TensorSpec((None, *shape), tf.uint8)}, serve,
+    return export.export_savedmodel(
+        model, "cnn", inputs, serving_function(model, class_names),
         root=train.export_dir, sample={"image": images},
-        predictions={"probabilities": model(images, training=False).numpy()})
-    return path
+        predictions={"probabilities": model(images, training=False).numpy()},
+        formats=export.parse_formats(train.export_format),
+        portable=lambda: export.portable_copy(
+            model, inputs, lambda copy: serving_function(copy, class_names),
+            {"image": images}, files={"labels.txt": class_names}))
 
 
 def run(model_config, train, resume=None, export_enabled=None):

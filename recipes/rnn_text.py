@@ -98,8 +98,10 @@ def parse(argv=None):
 
 
 def main(argv=None):
+    # LiteRT's converter lowers the recurrent loop to built-in ops only with a
+    # static batch size, so the LiteRT file answers one text per call.
     text.main("rnn_text", __doc__, ModelConfig(), build_model, validate, argv,
-                     export_model=portable_copy)
+              export_model=portable_copy, litert_batch=1)
 
 
 if __name__ == "__main__":

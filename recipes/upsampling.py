@@ -167,15 +167,19 @@ def evaluate_reconstructions(model, test_ds):
 
 
 def export_model(model, shape, train):
-    def serve(image):
-        return {"reconstruction": model(image, training=False)}
+    """Export raw uint8 images -> reconstructions (and ONNX/LiteRT if asked)."""
+    def serving_function(model):
+        return lambda image: {"reconstruction": model(image, training=False)}
 
+    inputs = {"image": tf.TensorSpec((None, *shape), tf.uint8)}
     images = next(iter(data.load(train.dataset, "test").take(16).batch(16)))[0].numpy()
-    path = export.export_savedmodel(
-        model, "upsampling", {"image": tf.TensorSpec((None, *shape), tf.uint8)}, serve,
+    return export.export_savedmodel(
+        model, "upsampling", inputs, serving_function(model),
         root=train.export_dir, sample={"image": images},
-        predictions={"reconstruction": model(images, training=False).numpy()})
-    return path
+        predictions={"reconstruction": model(images, training=False).numpy()},
+        formats=export.parse_formats(train.export_format),
+        portable=lambda: export.portable_copy(model, inputs, serving_function,
+                                              {"image": images}))
 
 
 def run(model_config, train, resume=None, export_enabled=None):

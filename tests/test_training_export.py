@@ -194,8 +194,9 @@ from core import export
 inputs = keras.Input((3,), name="x")
 model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
 for _ in range(3):
-    export.export_savedmodel(model, "tiny", {"x": tf.TensorSpec((None, 3), tf.float32)},
-                             lambda x: {"y": model(x)}, root=sys.argv[1])
+    path = export.export_savedmodel(model, "tiny", {"x": tf.TensorSpec((None, 3), tf.float32)},
+                                    lambda x: {"y": model(x)}, root=sys.argv[1])
+    print("claimed", path)
 """
 
 
@@ -206,7 +207,8 @@ def test_two_exporters_racing_never_share_a_version(tmp_path):
               for _ in range(2)]
     outputs = [racer.communicate(timeout=300) for racer in racers]
     assert all(racer.returncode == 0 for racer in racers), [err[-2000:] for _, err in outputs]
-    claimed = [line.rsplit("/", 1)[1] for out, _ in outputs for line in out.splitlines()]
+    claimed = [line.rsplit("/", 1)[1] for out, _ in outputs for line in out.splitlines()
+               if line.startswith("claimed ")]
     assert sorted(claimed, key=int) == [str(v) for v in range(1, 7)]  # six distinct versions
     versions = sorted(name for name in os.listdir(tmp_path / "tiny") if name.isdigit())
     assert len(versions) == 6
