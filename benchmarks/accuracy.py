@@ -38,11 +38,18 @@ ROWS = [
     ("BiGRU", "python -m recipes.rnn_text --cell gru", "rnn_text", TEXT_SEEDS, "test_accuracy"),
     ("Transformer", "python -m recipes.transformer_text", "transformer_text", TEXT_SEEDS,
      "test_accuracy"),
+    ("BiSimpleRNN", "python -m recipes.rnn_text --cell simple", "rnn_text", TEXT_SEEDS,
+     "test_accuracy"),
+    ("Bag of n-grams (tf-idf + logistic)", "python -m recipes.ngram_text", "ngram_text",
+     TEXT_SEEDS, "test_accuracy"),
     ("Autoencoder (resize_nearest)", "python -m recipes.upsampling", "upsampling", (42,),
      "test_mse"),
 ]
-#: Fields that say where a run writes, not what it computes.
-PLACES = ("runs_dir", "export_dir", "export")
+#: Fields that say where and what a run writes, not what it computes.
+PLACES = ("runs_dir", "export_dir", "export", "export_format")
+#: Model fields added after runs were recorded, with the value every run had
+#: before they existed (the RNN's cell activation was always tanh).
+LATER_FIELDS = {"activation": "tanh"}
 
 
 def resolved_config(recipe, command, seed):
@@ -57,7 +64,8 @@ def same_config(saved, model, train):
     as_saved = lambda value: json.loads(json.dumps(value))  # noqa: E731  (tuples -> lists)
     computes = lambda config: {k: v for k, v in config.items()  # noqa: E731
                                if k not in PLACES and k != "precision_resolved"}
-    return (saved["model"] == as_saved(model) and
+    saved_model = {**{k: v for k, v in LATER_FIELDS.items() if k in model}, **saved["model"]}
+    return (saved_model == as_saved(model) and
             computes(saved["train"]) == computes(as_saved(train)))
 
 
@@ -92,10 +100,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.accuracy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", action="store_true", help="run every default command first")
+    parser.add_argument("--only", metavar="RECIPE", help="with --train: only the rows of this "
+                        "recipe module (e.g. ngram_text)")
     parser.add_argument("--runs-dir", default="runs")
     args = parser.parse_args(argv)
     if args.train:
-        for _, command, _, seeds, _ in ROWS:
+        for _, command, recipe, seeds, _ in ROWS:
+            if args.only and recipe != args.only:
+                continue
             for seed in seeds:
                 argv_ = shlex.split(command)
                 subprocess.run([sys.executable, *argv_[1:], "--seed", str(seed),

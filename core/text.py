@@ -1,8 +1,9 @@
 """What the text recipes share: tokenization, data, training and a raw-string export.
 
 A text recipe supplies its `ModelConfig` and a `build_model(vocabulary_size,
-sequence_length, num_classes, **hparams)` that maps token ids to class
-probabilities; `run` does the rest:
+num_classes, **hparams)` that maps the vectorizer's output (token ids, or
+tf-idf vectors for a config with `ngrams`) to class probabilities; `run` does
+the rest:
 
 - `TextVectorization` adapted on the training split only (never validation or
   test), applied inside the tf.data pipeline for training;
@@ -46,7 +47,9 @@ def validate_text(config):
         raise training.ConfigError(
             f"vocabulary_size must be >= 2 (padding and out-of-vocabulary tokens), got "
             f"{config.vocabulary_size}")
-    if config.sequence_length < 1:
+    if getattr(config, "ngrams", 1) < 1:
+        raise training.ConfigError(f"ngrams must be >= 1, got {config.ngrams}")
+    if hasattr(config, "sequence_length") and config.sequence_length < 1:
         raise training.ConfigError(
             f"sequence_length must be >= 1, got {config.sequence_length}")
 
@@ -65,10 +68,17 @@ def dataset_facts(name):
     return info.features[label_key].names
 
 
-def make_vectorizer(train_texts, vocabulary_size, sequence_length):
-    """A TextVectorization adapted on `train_texts` (a dataset of strings)."""
+def make_vectorizer(train_texts, vocabulary_size, sequence_length=None, ngrams=None):
+    """A TextVectorization adapted on `train_texts` (a dataset of strings).
+
+    It outputs token ids padded or cut to `sequence_length` (the sequence
+    models) or, given `ngrams`, one tf-idf vector over the `vocabulary_size`
+    most frequent 1- to n-grams (the bag-of-n-grams baseline).
+    """
+    options = ({"ngrams": ngrams, "output_mode": "tf_idf"} if ngrams
+               else {"output_sequence_length": sequence_length})
     vectorizer = keras.layers.TextVectorization(
-        max_tokens=vocabulary_size, output_sequence_length=sequence_length, name="vectorizer")
+        max_tokens=vocabulary_size, name="vectorizer", **options)
     vectorizer.adapt(train_texts.batch(1024))
     return vectorizer
 
@@ -80,7 +90,8 @@ def datasets(train, vectorizer_config):
         raw_train = raw_train.take(train.limit)
     vectorizer = make_vectorizer(raw_train.map(lambda text, label: text),
                                  vectorizer_config.vocabulary_size,
-                                 vectorizer_config.sequence_length)
+                                 getattr(vectorizer_config, "sequence_length", None),
+                                 getattr(vectorizer_config, "ngrams", None))
     train_ds, val_ds, test_ds, n_train = training.splits(
         train, map_batch=lambda texts, labels: (vectorizer(texts), labels))
     return train_ds, val_ds, test_ds, vectorizer, n_train
@@ -151,6 +162,11 @@ def run(recipe, build_model, model_config, train, validate_model, resume=None,
     """
     validate_text(model_config)
     validate_model(model_config)
+    if getattr(model_config, "ngrams", None) and len(
+            export.parse_formats(train.export_format)) > 1:
+        raise training.ConfigError(
+            f"{recipe} exports a SavedModel only: an ONNX or LiteRT file would leave the "
+            "client to compute tf-idf features itself")
     class_names = dataset_facts(train.dataset)
     run_dir = training.start_run(recipe, model_config, train, resume)
     train_ds, val_ds, test_ds, vectorizer, n_train = datasets(train, model_config)

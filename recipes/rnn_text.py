@@ -1,9 +1,11 @@
-"""Recurrent text classifier: LSTM or GRU, optionally bidirectional, serving raw strings.
+"""Recurrent text classifier: SimpleRNN, LSTM or GRU, optionally bidirectional, serving raw strings.
 
 What it shows:
 - Embedding with `mask_zero=True`, so padding never reaches the recurrent
-  layers, then one or more LSTM or GRU layers (`--cell`), each optionally
-  wrapped in `Bidirectional`, then a softmax head.
+  layers, then one or more SimpleRNN, LSTM or GRU layers (`--cell`), each
+  optionally wrapped in `Bidirectional`, then a softmax head.
+- The cell's activation (`--activation tanh|relu`): the notes say RNNs do
+  well with tanh; relu is there to measure it.
 - TextVectorization adapted on the training split only, applied in tf.data for
   training and inside the exported SavedModel for serving: a client sends
   raw strings.
@@ -13,6 +15,7 @@ What it shows:
 
     python -m recipes.rnn_text                          # BiLSTM on rt_snippets
     python -m recipes.rnn_text --cell gru
+    python -m recipes.rnn_text --cell simple --activation relu
     python -m recipes.rnn_text --dataset imdb_reviews   # where TFDS can download
 """
 
@@ -23,7 +26,8 @@ import keras
 
 from core import text, training
 
-CELLS = ("lstm", "gru")
+CELLS = ("simple", "lstm", "gru")
+ACTIVATIONS = ("tanh", "relu")
 
 
 @dataclasses.dataclass
@@ -31,6 +35,7 @@ class ModelConfig(text.TextConfig):
     """`build_model`'s keyword arguments and their defaults."""
 
     cell: str = "lstm"
+    activation: str = "tanh"
     bidirectional: bool = True
     embedding_dim: int = 64
     units: int = 32
@@ -40,6 +45,8 @@ class ModelConfig(text.TextConfig):
 
     HELP = {
         "cell": f"one of {CELLS}",
+        "activation": f"the cell's output activation, one of {ACTIVATIONS} (LSTM and GRU "
+        "keep their sigmoid gates; anything but tanh rules out cuDNN)",
         "num_layers": "stacked recurrent layers",
         "dropout": "dropout on the recurrent layers' inputs and before the head",
         "recurrent_dropout": "dropout on the recurrent state (slow on CPU: no fused kernel)",
@@ -49,6 +56,9 @@ class ModelConfig(text.TextConfig):
 def validate(config):
     if config.cell not in CELLS:
         raise training.ConfigError(f"cell must be one of {CELLS}, got {config.cell!r}")
+    if config.activation not in ACTIVATIONS:
+        raise training.ConfigError(
+            f"activation must be one of {ACTIVATIONS}, got {config.activation!r}")
     for name in ("embedding_dim", "units", "num_layers"):
         if getattr(config, name) < 1:
             raise training.ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
@@ -57,22 +67,27 @@ def validate(config):
             raise training.ConfigError(f"{name} must be in [0, 1), got {getattr(config, name)}")
 
 
-def build_model(vocabulary_size, sequence_length, num_classes, cell="lstm", bidirectional=True,
-                embedding_dim=64, units=32, num_layers=1, dropout=0.3, recurrent_dropout=0.0,
-                use_cudnn="auto"):
+def build_model(vocabulary_size, sequence_length, num_classes, cell="lstm", activation="tanh",
+                bidirectional=True, embedding_dim=64, units=32, num_layers=1, dropout=0.3,
+                recurrent_dropout=0.0, use_cudnn="auto"):
     """Token ids `(batch, sequence_length)` -> class probabilities."""
-    recurrent = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell]
     ids = keras.Input((sequence_length,), dtype="int64", name="token_ids")
     x = keras.layers.Embedding(vocabulary_size, embedding_dim, mask_zero=True)(ids)
     for layer in range(num_layers):
-        rnn = recurrent(units, activation="tanh", dropout=dropout,
-                        recurrent_dropout=recurrent_dropout, use_cudnn=use_cudnn,
-                        return_sequences=layer < num_layers - 1)
+        options = dict(activation=activation, dropout=dropout,
+                       recurrent_dropout=recurrent_dropout,
+                       return_sequences=layer < num_layers - 1)
+        if cell == "simple":  # no cuDNN kernel to choose
+            rnn = keras.layers.SimpleRNN(units, **options)
+        else:
+            recurrent = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell]
+            rnn = recurrent(units, use_cudnn=use_cudnn, **options)
         x = keras.layers.Bidirectional(rnn)(x) if bidirectional else rnn(x)
     x = keras.layers.Dropout(dropout)(x)
     x = keras.layers.Dense(num_classes)(x)
     outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
-    return keras.Model(ids, outputs, name=f"{'bi' if bidirectional else ''}{cell}")
+    name = "simple_rnn" if cell == "simple" else cell
+    return keras.Model(ids, outputs, name=f"{'bi' if bidirectional else ''}{name}")
 
 
 def portable_copy(model):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from core import data, export, text, training
-from recipes import rnn_text, transformer_text
+from recipes import ngram_text, rnn_text, transformer_text
 
 IDS = np.random.default_rng(0).integers(0, 50, (3, 12))
 IDS[:, 8:] = 0  # padding
@@ -22,6 +22,26 @@ def test_rnn_builds_binary_and_multiclass(cell, bidirectional):
         probabilities = model(IDS)
         assert probabilities.shape == (3, num_classes)
         np.testing.assert_allclose(np.sum(probabilities, axis=-1), 1.0, rtol=1e-5)
+
+
+def test_simple_rnn_uses_the_activation_asked_for():
+    model = rnn_text.build_model(50, 12, 2, cell="simple", activation="relu", bidirectional=False,
+                                 embedding_dim=8, units=4)
+    (rnn,) = [layer for layer in model.layers if isinstance(layer, keras.layers.SimpleRNN)]
+    assert rnn.activation is keras.activations.relu and model.name == "simple_rnn"
+
+
+def test_ngram_baseline_sees_unigrams_and_bigrams_of_the_training_split():
+    train = training.TrainConfig(dataset="rt_snippets", limit=300)
+    *_, vectorizer, _ = text.datasets(train, ngram_text.ModelConfig(vocabulary_size=2_000))
+    vocabulary = vectorizer.get_vocabulary()
+    assert len(vocabulary) == 2_000 and vocabulary[0] == "[UNK]"
+    assert any(" " in term for term in vocabulary) and "the" in vocabulary
+    features = vectorizer(np.array(["the film the film", ""])).numpy()
+    assert features.shape == (2, 2_000) and features[1].sum() == 0  # tf-idf, not ids
+    assert features[0, vocabulary.index("the film")] > 0
+    model = ngram_text.build_model(2_000, 2)
+    assert model(features).shape == (2, 2) and len(model.layers) == 4
 
 
 def test_transformer_builds_binary_and_multiclass():
@@ -45,6 +65,9 @@ def test_rnn_serving_copy_has_no_cudnn_kernels_and_same_outputs():
 
 @pytest.mark.parametrize("recipe, flags, message", [
     (rnn_text, ["--cell", "transformer"], "cell must be one of"),
+    (rnn_text, ["--cell", "simple", "--activation", "sigmoid"], "activation must be one of"),
+    (ngram_text, ["--ngrams", "0"], "ngrams must be >= 1"),
+    (ngram_text, ["--export-format", "onnx"], "exports a SavedModel only"),
     (rnn_text, ["--vocabulary-size", "1"], "vocabulary_size must be >= 2"),
     (rnn_text, ["--sequence-length", "0"], "sequence_length must be >= 1"),
     (rnn_text, ["--dataset", "fashion_mnist"], "need a text dataset"),
@@ -77,6 +100,9 @@ def _awkward_batch(size):
 
 @pytest.mark.parametrize("recipe, flags", [
     (rnn_text, ["--cell", "gru", "--units", "8", "--embedding-dim", "8"]),
+    (rnn_text, ["--cell", "simple", "--activation", "relu", "--units", "8",
+                "--embedding-dim", "8"]),
+    (ngram_text, []),
     (transformer_text, ["--embedding-dim", "8", "--num-heads", "2", "--intermediate-dim", "16",
                         "--num-blocks", "1"]),
 ])
