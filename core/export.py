@@ -24,10 +24,10 @@
   `vocabulary.txt`). They are converted from a float32 copy of the model
   (`Portable`), with numeric outputs only: ONNX needs a float32 policy, and
   neither runtime has TensorFlow's string ops.
-- `verify_in_fresh_process` reloads each file in a new interpreter that
-  cannot import this project (`tf.saved_model.load`, `onnxruntime`,
-  `ai_edge_litert`) and compares its outputs with the traced serving
-  function's and with the trained model's own predictions.
+- `verify_export` runs each file in a new interpreter that cannot import
+  this project (`tf.saved_model.load`, `onnxruntime`, `ai_edge_litert`): the
+  SavedModel must answer as the traced serving function and the trained
+  model do, the ONNX and LiteRT files as the float32 copy and the SavedModel.
 """
 
 import dataclasses
@@ -92,7 +92,7 @@ class Portable:
     serve: Callable
     sample: dict
     files: dict = dataclasses.field(default_factory=dict)
-    litert_batch: int = None
+    litert_batch: int | None = None
 
 
 def float32_copy(model):

@@ -128,9 +128,9 @@ def export_text_model(recipe, model, vectorizer, class_names, train, trained=Non
     samples = [t.decode("utf-8") for t, _ in
                data.load(train.dataset, "test").take(27).as_numpy_iterator()]
     texts = np.array(samples + EDGE_CASES)
-    token_ids = vectorizer(tf.constant(texts)).numpy()
+    vectorized = vectorizer(tf.constant(texts)).numpy()  # token ids, or tf-idf for n-grams
     trained = trained or model
-    predictions = trained(token_ids, training=False).numpy()
+    predictions = trained(vectorized, training=False).numpy()
 
     def portable():
         copy = export.float32_copy(trained)
@@ -141,8 +141,8 @@ def export_text_model(recipe, model, vectorizer, class_names, train, trained=Non
             return {"probabilities": probabilities, "label": tf.argmax(probabilities, axis=-1)}
 
         return export.Portable(
-            copy, {"token_ids": tf.TensorSpec((None, token_ids.shape[1]), tf.int64)}, serve_ids,
-            {"token_ids": token_ids}, litert_batch=litert_batch,
+            copy, {"token_ids": tf.TensorSpec((None, vectorized.shape[1]), tf.int64)}, serve_ids,
+            {"token_ids": vectorized}, litert_batch=litert_batch,
             files={"vocabulary.txt": vectorizer.get_vocabulary(), "labels.txt": class_names})
 
     return export.export_savedmodel(
