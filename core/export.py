@@ -4,7 +4,7 @@
         model, "cnn",
         inputs={"image": tf.TensorSpec([None, 28, 28, 1], tf.uint8)},
         serve=lambda image: {"probabilities": model(image), ...},
-        sample={"image": images}, formats=("saved_model", "onnx"), portable=...,
+        sample={"image": images}, formats="saved_model,onnx", portable=...,
     )
 
 - Layout `saved_models/<model>/<version>/`, TF Serving's: versions are
@@ -115,7 +115,7 @@ def float32_copy(model):
     return copy
 
 
-def portable_copy(model, inputs, make_serve, sample, files=None):
+def float32_portable(model, inputs, make_serve, sample, files=None):
     """The usual `Portable`: `make_serve(model)` on a float32 copy, numeric outputs only."""
     copy = float32_copy(model)
     return Portable(copy, inputs, numeric_outputs(make_serve(copy)), sample, files or {})
@@ -189,7 +189,7 @@ def next_version(model_dir):
 
 
 def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=None,
-                      predictions=None, formats=("saved_model",), portable=None):
+                      predictions=None, formats="saved_model", portable=None):
     """Write a new version of `name` under `root`, and return its path.
 
     Args:
@@ -205,15 +205,16 @@ def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=No
         predictions: optional `{output_name: numpy array}`, the trained model's
             own answers to `sample`; the reloaded export must match them within
             `PREDICTION_ATOL` for the current precision policy.
-        formats: from `parse_formats`; "onnx" and "litert" need `portable`.
-        portable: a `Portable`, what the ONNX and LiteRT files come from, or
-            a function returning one, called only when they are asked for.
+        formats: the `--export-format` string (see `parse_formats`); "onnx"
+            and "litert" need `portable`.
+        portable: a function returning a `Portable`, what the ONNX and LiteRT
+            files come from; called only when they are asked for.
     """
-    formats = parse_formats(",".join(formats))
-    others = [f for f in formats if f != "saved_model"]
+    formats = parse_formats(formats)
+    others = formats[1:]
     if others and portable is None:
         raise ExportError(f"{name}: no portable model was given for {', '.join(others)}")
-    if others and callable(portable) and not isinstance(portable, Portable):
+    if others:
         portable = portable()
     model_dir = os.path.join(root, name)
     os.makedirs(model_dir, exist_ok=True)
@@ -298,9 +299,10 @@ def verify_export(path, serve, sample, predictions, formats, portable):
     served = verify_in_fresh_process(path, sample, expected_outputs(serve, sample))
     if predictions is not None:
         compare(served, predictions, atol, what=f"against the trained model ({policy})")
+    float32 = expected_outputs(portable.serve, portable.sample) if formats[1:] else None
     for runtime in formats[1:]:
         answers = serve_in_fresh_process(path, portable.sample, runtime)
-        compare(answers, expected_outputs(portable.serve, portable.sample), PORTABLE_ATOL,
+        compare(answers, float32, PORTABLE_ATOL,
                 what=f"{runtime} against the float32 model it came from")
         floats = {key: value for key, value in served.items()
                   if key in answers and np.issubdtype(value.dtype, np.floating)}

@@ -149,7 +149,7 @@ def export_text_model(recipe, model, vectorizer, class_names, train, trained=Non
         serving_model, recipe, {"text": tf.TensorSpec((None,), tf.string)}, serve,
         root=train.export_dir, sample={"text": texts},
         predictions={"probabilities": predictions},
-        formats=export.parse_formats(train.export_format), portable=portable)
+        formats=train.export_format, portable=portable)
 
 
 def run(recipe, build_model, model_config, train, validate_model, resume=None,

@@ -201,8 +201,8 @@ def export_model(model, class_names, shape, train):
         model, "cnn", inputs, serving_function(model, class_names),
         root=train.export_dir, sample={"image": images},
         predictions={"probabilities": model(images, training=False).numpy()},
-        formats=export.parse_formats(train.export_format),
-        portable=lambda: export.portable_copy(
+        formats=train.export_format,
+        portable=lambda: export.float32_portable(
             model, inputs, lambda copy: serving_function(copy, class_names),
             {"image": images}, files={"labels.txt": class_names}))
 

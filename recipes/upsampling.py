@@ -177,9 +177,9 @@ def export_model(model, shape, train):
         model, "upsampling", inputs, serving_function(model),
         root=train.export_dir, sample={"image": images},
         predictions={"reconstruction": model(images, training=False).numpy()},
-        formats=export.parse_formats(train.export_format),
-        portable=lambda: export.portable_copy(model, inputs, serving_function,
-                                              {"image": images}))
+        formats=train.export_format,
+        portable=lambda: export.float32_portable(model, inputs, serving_function,
+                                                 {"image": images}))
 
 
 def run(model_config, train, resume=None, export_enabled=None):
