@@ -46,10 +46,14 @@ ROWS = [
      "test_mse"),
 ]
 #: Fields that say where and what a run writes, not what it computes.
-PLACES = ("runs_dir", "export_dir", "export", "export_format")
-#: Model fields added after runs were recorded, with the value every run had
-#: before they existed (the RNN's cell activation was always tanh).
+PLACES = ("runs_dir", "export_dir", "export", "export_format", "run_dir")
+#: Saved beside the training flags, derived from them.
+DERIVED = ("precision_resolved", "replicas", "global_batch_size")
+#: Fields added after runs were recorded, with the value every run had
+#: before they existed (the RNN's cell activation was always tanh; every run
+#: trained on one device).
 LATER_FIELDS = {"activation": "tanh"}
+LATER_TRAIN_FIELDS = {"strategy": "default", "cpu_replicas": 0}
 
 
 def resolved_config(recipe, command, seed):
@@ -63,10 +67,11 @@ def same_config(saved, model, train):
     """Whether a run's saved config is `model` and `train` (seed included), places aside."""
     as_saved = lambda value: json.loads(json.dumps(value))  # noqa: E731  (tuples -> lists)
     computes = lambda config: {k: v for k, v in config.items()  # noqa: E731
-                               if k not in PLACES and k != "precision_resolved"}
+                               if k not in PLACES and k not in DERIVED}
     saved_model = {**{k: v for k, v in LATER_FIELDS.items() if k in model}, **saved["model"]}
+    saved_train = {**LATER_TRAIN_FIELDS, **saved["train"]}
     return (saved_model == as_saved(model) and
-            computes(saved["train"]) == computes(as_saved(train)))
+            computes(saved_train) == computes(as_saved(train)))
 
 
 def newest_run(runs_dir, recipe, command, seed):

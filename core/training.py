@@ -14,23 +14,29 @@
   evaluated once, at the end; `metrics.json`.
 - `released_graphs`: around each model when one process trains many (tuning
   trials, comparisons), so memory stays flat.
+- `--strategy` (see `core.distribute`): the same run on several devices
+  (`fit` under MirroredStrategy) or several workers (`core.loop` under
+  MultiWorkerMirroredStrategy); only the chief writes the run and exports.
 """
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
 import datetime
 import gc
+import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from core import data, export
+from core import data, distribute, export, loop
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
@@ -55,6 +61,9 @@ class TrainConfig:
     export_dir: str = "saved_models"
     export: bool = True
     export_format: str = "saved_model"
+    strategy: str = "default"
+    cpu_replicas: int = 0
+    run_dir: str = ""
 
     HELP = {
         "dataset": "TFDS name",
@@ -74,11 +83,23 @@ class TrainConfig:
         "export": "export at the end (a SavedModel, plus --export-format)",
         "export_format": "comma-separated, among saved_model,onnx,litert; the SavedModel is "
         "always written, and the others are checked against it",
+        "strategy": f"one of {distribute.STRATEGIES}: this process's device, several devices "
+        "(MirroredStrategy), or the workers TF_CONFIG names (MultiWorkerMirroredStrategy; "
+        "see recipes.launch)",
+        "cpu_replicas": "with --strategy mirrored and no GPU: split the CPU into this many "
+        "devices (0 = the devices there are)",
+        "run_dir": "write the run here instead of a new runs/<recipe>/<timestamp>/; if it "
+        "holds a checkpoint of this run, go on from it (the workers of a multi-worker job "
+        "share one, so a restarted job resumes)",
     }
 
 
 class ConfigError(ValueError):
     """A configuration that cannot work; raised before any training starts."""
+
+
+class WorkerDone(Exception):
+    """A non-chief worker has finished training; the chief evaluates and exports."""
 
 
 def _add_flags(parser, config, helps):
@@ -159,7 +180,8 @@ def validate(train):
     resolve_precision(train.precision)
     try:
         export.parse_formats(train.export_format)
-    except export.ExportError as err:
+        distribute.check(train.strategy, train.cpu_replicas)
+    except (export.ExportError, distribute.StrategyError) as err:
         raise ConfigError(str(err)) from None
 
 
@@ -187,29 +209,62 @@ def write_json(path, value):
 
 
 def start_run(recipe, model_config, train, resume=None):
-    """Seed, set precision, make (or reopen) the run directory, save the config."""
+    """Set up the strategy, seed, set precision, make (or reopen) the run directory,
+    save the config.
+
+    A non-chief worker of a multi-worker job gets a temporary directory,
+    removed when it exits: only the chief writes runs/ and exports.
+    """
     validate(train)
+    if resume and train.run_dir:
+        raise ConfigError("give --resume RUN_DIR or --run-dir RUN_DIR, not both")
+    if resume and train.strategy == "multi_worker":
+        raise ConfigError("a multi-worker job resumes from its --run-dir: restart every "
+                          "worker with the same TF_CONFIG and --run-dir")
+    try:  # first: the strategy must exist before TensorFlow runs any op
+        strategy = distribute.get(train.strategy, train.cpu_replicas)
+    except distribute.StrategyError as err:
+        raise ConfigError(str(err)) from None
     precision = resolve_precision(train.precision)
     keras.utils.set_random_seed(train.seed)
     if train.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.config.set_dtype_policy(precision)
-    if resume:
+    if not distribute.is_chief(train.strategy):
+        run_dir = tempfile.mkdtemp(
+            prefix=f"{recipe}-worker{distribute.worker_index(train.strategy)}-")
+        atexit.register(shutil.rmtree, run_dir, True)
+    elif resume:
         if not os.path.isfile(os.path.join(resume, "config.json")):
             raise ConfigError(f"--resume {resume}: not a run directory (no config.json)")
         run_dir = resume
+    elif train.run_dir:
+        run_dir = named_run_dir(train.run_dir)
     else:
         run_dir = new_run_dir(train.runs_dir, recipe)
     config = {
         "recipe": recipe,
         "model": dataclasses.asdict(model_config),
-        "train": {**dataclasses.asdict(train), "precision_resolved": precision},
+        "train": {**dataclasses.asdict(train), "precision_resolved": precision,
+                  "replicas": distribute.replicas(strategy),
+                  "global_batch_size": train.batch_size * distribute.replicas(strategy)},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
     write_json(os.path.join(run_dir, "config.json"), config)
     print(f"[{recipe}] run directory {run_dir}")
     print(json.dumps(config, indent=2, default=str), flush=True)
     return run_dir
+
+
+def named_run_dir(path):
+    """`--run-dir`: created if new, continued if it holds a run, refused otherwise."""
+    if os.path.isfile(os.path.join(path, "config.json")):
+        print(f"[run] {path} holds a run; going on from its last checkpoint", flush=True)
+    elif os.path.isdir(path) and os.listdir(path):
+        raise ConfigError(f"--run-dir {path}: not empty and not a run directory; refusing "
+                          "to write into it")
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
 @contextlib.contextmanager
@@ -280,7 +335,9 @@ def splits(train, map_example=None, map_batch=None):
     """(train, validation, test) pipelines of `train.dataset` and the train size.
 
     `map_example` runs on each example before caching; `map_batch` on each
-    batch (see `pipeline`). `train.limit` caps every split.
+    batch (see `pipeline`). `train.limit` caps every split. Train and
+    validation come in global batches (`--batch-size` per replica); test,
+    which the trained plain model reads, in `--batch-size` ones.
     """
     def split(name):
         ds = data.load(train.dataset, name, train.validation_percent)
@@ -289,19 +346,38 @@ def splits(train, map_example=None, map_batch=None):
     train_split = split("train")
     if train.limit:
         train_split = train_split.take(train.limit)
-    train_ds = pipeline(train_split, train.batch_size, shuffle=True, seed=train.seed,
+    # Under a strategy every replica gets batch_size examples a step.
+    strategy = distribute.get(train.strategy, train.cpu_replicas)
+    global_batch = train.batch_size * distribute.replicas(strategy)
+    train_ds = pipeline(train_split, global_batch, shuffle=True, seed=train.seed,
                         map_batch=map_batch)
-    val_ds = pipeline(split("validation"), train.batch_size, limit=train.limit,
+    val_ds = pipeline(split("validation"), global_batch, limit=train.limit,
                       map_batch=map_batch)
     test_ds = pipeline(split("test"), train.batch_size, limit=train.limit, map_batch=map_batch)
     return train_ds, val_ds, test_ds, count(train_split)
 
 
 def run_or_exit(parser, action, *args, **kwargs):
-    """Run a recipe's `action`; bad configuration or data ends with exit code 2."""
+    """Run a recipe's `action`; bad configuration or data ends with exit code 2.
+
+    The strategy (`--strategy`) is set up first, before the recipe reads any
+    data: splitting the CPU and joining a cluster must precede every
+    TensorFlow op. A non-chief worker's run ends after training
+    (`WorkerDone`) and waits for the chief to finish evaluating and exporting.
+    """
+    train = next((a for a in (*args, *kwargs.values()) if isinstance(a, TrainConfig)), None)
     try:
-        return action(*args, **kwargs)
-    except (ConfigError, data.DatasetError) as err:
+        if train is not None:
+            validate(train)
+            distribute.get(train.strategy, train.cpu_replicas)
+        try:
+            result = action(*args, **kwargs)
+        except WorkerDone:
+            result = None
+        if train is not None and train.strategy == "multi_worker":
+            distribute.barrier(distribute.get(train.strategy))  # the job ends together
+        return result
+    except (ConfigError, data.DatasetError, distribute.StrategyError) as err:
         parser.exit(2, f"error: {err}\n")
 
 
@@ -313,8 +389,13 @@ def count(ds):
     return int(ds.reduce(0, lambda total, _: total + 1))
 
 
-def callbacks(run_dir, patience, monitor="val_loss", lr_patience=0):
-    """The shared callbacks; `RunCheckpoint` comes after the two whose state it keeps."""
+def callbacks(run_dir, patience, monitor="val_loss", lr_patience=0, restore_from=None):
+    """The shared callbacks; `RunCheckpoint` comes after the two whose state it keeps.
+
+    `restore_from`: where the checkpoint to go on from is, if not in this run
+    directory (a non-chief worker writes to a temporary one but restores the
+    chief's).
+    """
     plateau = [keras.callbacks.ReduceLROnPlateau(
         monitor=monitor, factor=0.2, patience=lr_patience, min_lr=1e-5, verbose=1)
     ] if lr_patience else []
@@ -322,7 +403,7 @@ def callbacks(run_dir, patience, monitor="val_loss", lr_patience=0):
         monitor=monitor, patience=patience, restore_best_weights=True, verbose=1)]
     return [
         *stateful,
-        RunCheckpoint(os.path.join(run_dir, "checkpoints"), stateful),
+        RunCheckpoint(os.path.join(run_dir, "checkpoints"), stateful, restore_from),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
     ]
@@ -345,16 +426,16 @@ class RunCheckpoint(keras.callbacks.Callback):
     On `on_train_begin` it restores the newest checkpoint, if any, into the
     model and into `stateful` (EarlyStopping, ReduceLROnPlateau); it must come
     after those in the callback list, since their own `on_train_begin` resets
-    them.
+    them. `restore_from` (default: `directory`) is where it looks.
     """
 
     KEYS = ("best", "wait", "best_epoch", "stopped_epoch", "cooldown_counter")
 
-    def __init__(self, directory, stateful=()):
+    def __init__(self, directory, stateful=(), restore_from=None):
         super().__init__()
         self.directory = directory
         self.stateful = list(stateful)
-        self.path, self.state = latest_checkpoint(directory)
+        self.path, self.state = latest_checkpoint(restore_from or directory)
         self.seconds_before = self.state["train_seconds"] if self.state else 0.0
         self._started = None
 
@@ -459,7 +540,11 @@ def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_
     schedule and history as they were, and the shuffle order the
     uninterrupted run would have had.
     """
-    shared = callbacks(run_dir, train.patience, train.monitor, train.lr_patience)
+    strategy = distribute.get(train.strategy, train.cpu_replicas)
+    chief = distribute.is_chief(train.strategy)
+    restore_from = None if chief or not train.run_dir else os.path.join(
+        train.run_dir, "checkpoints")
+    shared = callbacks(run_dir, train.patience, train.monitor, train.lr_patience, restore_from)
     checkpoint = next(cb for cb in shared if isinstance(cb, RunCheckpoint))
     initial_epoch = checkpoint.initial_epoch
     # One endless stream, reshuffled on each pass: given steps_per_epoch, Keras
@@ -469,14 +554,21 @@ def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_
     # which a new process cannot replay).
     steps = count(train_ds)
     stream = train_ds.repeat().skip(initial_epoch * steps)
-    model.fit(
-        stream, steps_per_epoch=steps, validation_data=val_ds, initial_epoch=initial_epoch,
-        # An early-stopped run that was killed before its evaluation fits no
-        # further epoch; EarlyStopping still restores its best weights.
-        epochs=initial_epoch if checkpoint.finished else train.epochs,
-        shuffle=False,  # the pipeline shuffles
-        callbacks=[*shared, *extra_callbacks], verbose=2,
-    )
+    fit = loop.fit if train.strategy == "multi_worker" else keras.Model.fit
+    extra = {"strategy": strategy} if fit is loop.fit else {"shuffle": False}  # pipeline shuffles
+    with distribute.replica_of(model, strategy) as trained:
+        fit(
+            trained, stream, steps_per_epoch=steps, validation_data=val_ds,
+            initial_epoch=initial_epoch,
+            # An early-stopped run that was killed before its evaluation fits
+            # no further epoch; EarlyStopping still restores its best weights.
+            epochs=initial_epoch if checkpoint.finished else train.epochs,
+            callbacks=[*shared, *extra_callbacks], verbose=2, **extra,
+        )
+    if not chief:
+        print(f"[worker {distribute.worker_index(train.strategy)}] trained weights "
+              f"{weights_digest(model)}; the chief evaluates and exports", flush=True)
+        raise WorkerDone()
     history = checkpoint.history
     epochs_run = len(history.get("loss", []))
     train_seconds = checkpoint.train_seconds
@@ -492,7 +584,17 @@ def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_
         "examples_per_second": round(examples_per_epoch * epochs_run / train_seconds, 1),
         "parameters": int(model.count_params()),
     }
+    if train.strategy == "multi_worker":
+        print(f"[worker 0] trained weights {weights_digest(model)}", flush=True)
     write_json(os.path.join(run_dir, "history.json"), history)
     write_json(os.path.join(run_dir, "metrics.json"), metrics)
     model.save(os.path.join(run_dir, "model.keras"))
     return metrics, history
+
+
+def weights_digest(model):
+    """A short SHA-256 of the trainable weights: equal on workers that trained in step."""
+    digest = hashlib.sha256()
+    for variable in model.trainable_weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(variable)).tobytes())
+    return digest.hexdigest()[:16]

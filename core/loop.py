@@ -1,0 +1,185 @@
+"""A training loop for several workers, where Keras 3's `fit` cannot go.
+
+Keras 3's `fit` fails under `MultiWorkerMirroredStrategy`
+(keras-team/keras#20585: its symbolic build reduces a tuple of per-replica
+batches, and its per-step metric reduction calls `strategy.reduce` on
+scalars). TensorFlow's own pattern for several workers is a short loop under
+`strategy.run` (the tutorial "Custom training loop with
+MultiWorkerMirroredStrategy"), and that is what `fit` below is: the
+textbook step, with the recipe's own model, loss, optimizer and metrics.
+
+    forward pass   y_pred = model(x, training=True)
+    loss           per-example loss, summed, divided by the GLOBAL batch size
+    gradients      tape.gradient(loss, trainable weights)
+    update         optimizer.apply_gradients: the Keras optimizer sums the
+                   gradients across workers (an all-reduce) before it steps
+
+Everything `fit` gives a recipe comes from the same Keras callbacks `fit`
+would run (EarlyStopping with its best weights, ReduceLROnPlateau,
+TensorBoard, the run checkpoint), called at the same moments with the same
+logs; the loop adds a progress line per epoch and stops on a non-finite loss.
+
+Data: every worker runs the same input pipeline (same files, same shuffle
+seed), so each sees the same global batches in the same order, and keeps
+every W-th example of each (`worker_slice`). The shards are disjoint, every
+worker takes the same number of steps (the collectives need that), and the
+global batches are exactly those of a one-worker run. TensorFlow's auto-shard
+policies are off: FILE cannot split TFDS splits of one or two files among
+workers, and DATA does the same as this slice but places it after the whole
+pipeline, where `skip` (used to resume mid-stream) would count the sliced
+batches instead of the global ones.
+"""
+
+import math
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def worker_slice(ds, workers, index):
+    """This worker's share of each global batch: examples index, index + W, ...
+
+    Scalars (the global batch size the loop carries along) are kept whole.
+    """
+    def keep(*batch):
+        return tf.nest.map_structure(lambda t: t[index::workers] if t.shape.rank else t, batch)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.map(keep).with_options(options)
+
+
+def distribute(ds, strategy):
+    """`ds` of global batches as this worker's per-replica batches (one replica per worker)."""
+    resolver = strategy.cluster_resolver
+    workers = strategy.num_replicas_in_sync
+    index = resolver.task_id if resolver is not None else 0
+    return strategy.distribute_datasets_from_function(
+        lambda context: worker_slice(ds, workers, index))
+
+
+def count_batches(ds):
+    n = int(ds.cardinality())
+    return n if n >= 0 else int(ds.reduce(0, lambda total, *_: total + 1))
+
+
+def per_example_loss(model):
+    """The compiled loss as a function returning one value per example."""
+    loss = model.loss
+    if isinstance(loss, keras.losses.Loss):
+        function = loss.call  # unreduced
+    else:
+        function = keras.losses.get(loss)
+    if function is None:
+        raise ValueError(f"the multi-worker loop needs a compiled loss; got {loss!r}")
+
+    def per_example(y, y_pred):
+        values = function(y, y_pred)
+        axes = list(range(1, len(values.shape)))
+        return tf.reduce_mean(values, axis=axes) if axes else values
+
+    return per_example
+
+
+def fit(model, stream, steps_per_epoch, validation_data, epochs, initial_epoch=0,
+        callbacks=(), strategy=None, verbose=2):
+    """Train `model` (built in `strategy.scope()`) like `model.fit` would; see the module doc.
+
+    `stream`: an endless dataset of global batches; each epoch is
+    `steps_per_epoch` of them. `validation_data`: a finite dataset of global
+    batches, evaluated after each epoch on every worker's slice, the metrics
+    summed across workers.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    loss_of = per_example_loss(model)
+    with strategy.scope():
+        # Builds the compiled loss, metrics and the optimizer in the scope, as
+        # `fit` does, from the shapes of a batch. Not from a batch read off
+        # the data: an iterator left after one element of a `cache()`d
+        # dataset leaves a partial cache that the next iterator ends at.
+        model._symbolic_build(data_batch=validation_data.element_spec)
+        model.optimizer.build(model.trainable_variables)
+        loss_tracker = keras.metrics.Mean(name="loss")
+
+    def update_metrics(x, y, y_pred, per_example):
+        loss_tracker.update_state(per_example)
+        model.compute_metrics(x, y, y_pred)
+
+    def train_replica(x, y, global_batch):
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True)
+            per_example = loss_of(y, y_pred)
+            loss = tf.reduce_sum(per_example) / tf.cast(global_batch, per_example.dtype)
+            if model.losses:  # regularization: each replica adds its share
+                loss += tf.add_n(model.losses) / strategy.num_replicas_in_sync
+            scaled = model.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        update_metrics(x, y, y_pred, per_example)
+
+    def test_replica(x, y, global_batch):
+        y_pred = model(x, training=False)
+        update_metrics(x, y, y_pred, loss_of(y, y_pred))
+
+    def with_global_batch(x, y):
+        return x, y, tf.shape(tf.nest.flatten(y)[0])[0]
+
+    distributed = distribute(stream.map(with_global_batch), strategy)
+    validation = distribute(validation_data.map(with_global_batch), strategy)
+
+    @tf.function
+    def train_steps(iterator, steps):
+        for _ in tf.range(steps):
+            strategy.run(train_replica, args=next(iterator))
+
+    # A counted loop, like training's: at the end of a distributed dataset
+    # TensorFlow hands exhausted workers empty batches, which some layers
+    # reject (BatchNormalization under oneDNN, for one).
+    validation_steps = count_batches(validation_data)
+
+    @tf.function
+    def test_steps(iterator, steps):
+        for _ in tf.range(steps):
+            strategy.run(test_replica, args=next(iterator))
+
+    def results(prefix=""):
+        # Reading a metric sums its per-worker totals across the workers.
+        values = {"loss": float(loss_tracker.result())}
+        for name, value in model.get_metrics_result().items():
+            if name != "loss":
+                values[name] = float(value)
+        return {prefix + name: value for name, value in values.items()}
+
+    def reset():
+        loss_tracker.reset_state()
+        model.reset_metrics()
+
+    callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
+    model.stop_training = False
+    iterator = iter(distributed)
+    callbacks.on_train_begin()
+    for epoch in range(initial_epoch, epochs):
+        callbacks.on_epoch_begin(epoch)
+        started = time.perf_counter()
+        reset()
+        train_steps(iterator, tf.constant(steps_per_epoch))
+        logs = results()
+        seconds = time.perf_counter() - started
+        reset()
+        test_steps(iter(validation), tf.constant(validation_steps))
+        logs.update(results("val_"))
+        reset()
+        logs["learning_rate"] = float(np.asarray(model.optimizer.learning_rate))
+        if verbose:
+            print(f"Epoch {epoch + 1}/{epochs} - {seconds:.0f}s - " + " - ".join(
+                f"{name}: {value:.4g}" for name, value in logs.items()), flush=True)
+        callbacks.on_epoch_end(epoch, logs)
+        if not math.isfinite(logs["loss"]):
+            print(f"Epoch {epoch + 1}: the loss is {logs['loss']}; training stops",
+                  file=sys.stderr, flush=True)
+            model.stop_training = True
+        if model.stop_training:
+            break
+    callbacks.on_train_end()
