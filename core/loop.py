@@ -52,12 +52,11 @@ def worker_slice(ds, workers, index):
 
 
 def distribute(ds, strategy):
-    """`ds` of global batches as this worker's per-replica batches (one replica per worker)."""
-    resolver = strategy.cluster_resolver
-    workers = strategy.num_replicas_in_sync
-    index = resolver.task_id if resolver is not None else 0
+    """`ds` of global batches as this worker's per-replica batches (one replica per worker:
+    TensorFlow numbers the workers' input pipelines)."""
     return strategy.distribute_datasets_from_function(
-        lambda context: worker_slice(ds, workers, index))
+        lambda context: worker_slice(ds, context.num_input_pipelines,
+                                     context.input_pipeline_id))
 
 
 def count_batches(ds):
@@ -103,25 +102,31 @@ def fit(model, stream, steps_per_epoch, validation_data, epochs, initial_epoch=0
         model.optimizer.build(model.trainable_variables)
         loss_tracker = keras.metrics.Mean(name="loss")
 
-    def update_metrics(x, y, y_pred, per_example):
-        loss_tracker.update_state(per_example)
+    def regularization():
+        """The model's added losses (weight penalties), as `fit` counts them."""
+        return tf.add_n([tf.cast(v, "float32") for v in model.losses]) if model.losses else 0.0
+
+    def update_metrics(x, y, y_pred, per_example, penalty):
+        loss_tracker.update_state(per_example + penalty)  # fit's "loss" includes penalties
         model.compute_metrics(x, y, y_pred)
 
     def train_replica(x, y, global_batch):
         with tf.GradientTape() as tape:
             y_pred = model(x, training=True)
             per_example = loss_of(y, y_pred)
-            loss = tf.reduce_sum(per_example) / tf.cast(global_batch, per_example.dtype)
-            if model.losses:  # regularization: each replica adds its share
-                loss += tf.add_n(model.losses) / strategy.num_replicas_in_sync
+            penalty = regularization()
+            # Summed here, summed across workers by the optimizer: the mean
+            # over the global batch. The penalty is counted once in all.
+            loss = (tf.reduce_sum(per_example) / tf.cast(global_batch, per_example.dtype)
+                    + penalty / strategy.num_replicas_in_sync)
             scaled = model.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled, model.trainable_variables)
         model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        update_metrics(x, y, y_pred, per_example)
+        update_metrics(x, y, y_pred, per_example, penalty)
 
     def test_replica(x, y, global_batch):
         y_pred = model(x, training=False)
-        update_metrics(x, y, y_pred, loss_of(y, y_pred))
+        update_metrics(x, y, y_pred, loss_of(y, y_pred), regularization())
 
     def with_global_batch(x, y):
         return x, y, tf.shape(tf.nest.flatten(y)[0])[0]
