@@ -50,10 +50,10 @@ PLACES = ("runs_dir", "export_dir", "export", "export_format", "run_dir")
 #: Saved beside the training flags, derived from them.
 DERIVED = ("precision_resolved", "replicas", "global_batch_size")
 #: Fields added after runs were recorded, with the value every run had
-#: before they existed (the RNN's cell activation was always tanh; every run
-#: trained on one device).
-LATER_FIELDS = {"activation": "tanh"}
-LATER_TRAIN_FIELDS = {"strategy": "default", "cpu_replicas": 0}
+#: before they existed (the RNN's cell activation was always tanh, the CNN had
+#: no L2 penalty; every run trained on one device, unclipped).
+LATER_FIELDS = {"activation": "tanh", "l2": 0.0}
+LATER_TRAIN_FIELDS = {"strategy": "default", "cpu_replicas": 0, "clipnorm": 0.0}
 
 
 def resolved_config(recipe, command, seed):

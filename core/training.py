@@ -49,6 +49,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     learning_rate: float = 1e-3
+    clipnorm: float = 0.0
     patience: int = 3
     monitor: str = "val_loss"
     lr_patience: int = 0
@@ -68,6 +69,7 @@ class TrainConfig:
     HELP = {
         "dataset": "TFDS name",
         "epochs": "maximum epochs (early stopping may end sooner)",
+        "clipnorm": "rescale each weight's gradient to at most this L2 norm (0 = no clipping)",
         "patience": "epochs without validation improvement before stopping",
         "monitor": "validation metric that early stopping watches (and restores the best of)",
         "lr_patience": "epochs without improvement before the learning rate is cut to a "
@@ -170,6 +172,8 @@ def validate(train):
         raise ConfigError(f"batch_size must be >= 1, got {train.batch_size}")
     if not train.learning_rate > 0:
         raise ConfigError(f"learning_rate must be > 0, got {train.learning_rate}")
+    if train.clipnorm < 0:
+        raise ConfigError(f"clipnorm must be >= 0 (0 = off), got {train.clipnorm}")
     if not 0 < train.validation_percent < 100:
         raise ConfigError(
             f"validation_percent must be between 1 and 99, got {train.validation_percent}")
@@ -183,6 +187,11 @@ def validate(train):
         distribute.check(train.strategy, train.cpu_replicas)
     except (export.ExportError, distribute.StrategyError) as err:
         raise ConfigError(str(err)) from None
+
+
+def optimizer(train):
+    """The recipes' optimizer: Adam at `--learning-rate`, clipped at `--clipnorm` if set."""
+    return keras.optimizers.Adam(train.learning_rate, clipnorm=train.clipnorm or None)
 
 
 def new_run_dir(runs_dir, recipe):

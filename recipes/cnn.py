@@ -53,6 +53,7 @@ class ModelConfig:
     dropout: float = 0.25
     dense_units: int = 256
     dense_dropout: float = 0.5
+    l2: float = 0.0
 
 
 MODEL_HELP = {
@@ -64,6 +65,8 @@ MODEL_HELP = {
     "batch_norm_momentum": "of BatchNormalization's moving statistics (Keras's 0.99 needs "
     "a few hundred steps to settle; 0.9 suits short runs such as tuning trials)",
     "activation": f"one of {ACTIVATIONS}",
+    "l2": "L2 penalty on every convolution and dense kernel, added to the loss as "
+    "l2 * sum(w ** 2) (0 = none)",
 }
 
 
@@ -101,6 +104,8 @@ def validate(config, input_shape):
     for name in ("dropout", "dense_dropout"):
         if not 0 <= getattr(config, name) < 1:
             raise training.ConfigError(f"{name} must be in [0, 1), got {getattr(config, name)}")
+    if config.l2 < 0:
+        raise training.ConfigError(f"l2 must be >= 0, got {config.l2}")
     if not 0 < config.batch_norm_momentum < 1:
         raise training.ConfigError(
             f"batch_norm_momentum must be in (0, 1), got {config.batch_norm_momentum}")
@@ -114,7 +119,7 @@ def validate(config, input_shape):
 # --- model -----------------------------------------------------------------
 
 
-def _activate(x, activation, units):
+def activate(x, activation, units):
     """Apply `activation` to `x`, whose last axis has `width(activation, units)` channels."""
     if activation == "maxout":
         return Maxout(units)(x)
@@ -137,8 +142,9 @@ def width(activation, units):
 def build_model(input_shape, num_classes, filters=(32, 64, 128), convs_per_block=1,
                 kernel_size=3, strides=1, padding="same", batch_norm=True,
                 batch_norm_momentum=0.99, activation="relu", dropout=0.25, dense_units=256,
-                dense_dropout=0.5):
+                dense_dropout=0.5, l2=0.0):
     """The CNN as a functional model taking uint8 images, returning probabilities."""
+    penalty = keras.regularizers.L2(l2) if l2 else None
     inputs = keras.Input(input_shape, dtype="uint8", name="image")
     x = keras.layers.Rescaling(1.0 / 255)(inputs)
     for block_filters in filters:
@@ -146,17 +152,18 @@ def build_model(input_shape, num_classes, filters=(32, 64, 128), convs_per_block
             x = keras.layers.Conv2D(
                 width(activation, block_filters), kernel_size,
                 strides=strides if conv == 0 else 1, padding=padding,
-                use_bias=not batch_norm,
+                use_bias=not batch_norm, kernel_regularizer=penalty,
             )(x)
             if batch_norm:
                 x = keras.layers.BatchNormalization(momentum=batch_norm_momentum)(x)
-            x = _activate(x, activation, block_filters)
+            x = activate(x, activation, block_filters)
         x = keras.layers.MaxPooling2D(2)(x)
         x = keras.layers.Dropout(dropout)(x)
     x = keras.layers.Flatten()(x)
-    x = _activate(keras.layers.Dense(width(activation, dense_units))(x), activation, dense_units)
+    x = keras.layers.Dense(width(activation, dense_units), kernel_regularizer=penalty)(x)
+    x = activate(x, activation, dense_units)
     x = keras.layers.Dropout(dense_dropout)(x)
-    x = keras.layers.Dense(num_classes)(x)
+    x = keras.layers.Dense(num_classes, kernel_regularizer=penalty)(x)
     outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="cnn")
 
@@ -215,7 +222,7 @@ def run(model_config, train, resume=None, export_enabled=None):
     train_ds, val_ds, test_ds, n_train = training.splits(train)
     model = build_model(shape, len(class_names), **dataclasses.asdict(model_config))
     model.compile(
-        optimizer=keras.optimizers.Adam(train.learning_rate),
+        optimizer=training.optimizer(train),
         loss="sparse_categorical_crossentropy", metrics=["accuracy"],
     )
     print(f"[cnn] {model.count_params():,} parameters, {n_train:,} training images", flush=True)

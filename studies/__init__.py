@@ -1,0 +1,96 @@
+"""The notes, measured: one module per claim, `python -m studies.<name>`.
+
+Each study states the claim, trains on real data (Fashion-MNIST through
+`core.data`), measures, and writes `studies/results/<name>.md` (the table, the
+verdict and the command), `<name>.png` and `<name>.json`. Budgets are fixed in
+each module before it ran; decisions use validation, and each model's test
+accuracy is read once, at its end. What they share lives here.
+"""
+
+import argparse
+import datetime
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+class StudyError(ValueError):
+    """A study setting that cannot work; the message says why."""
+
+
+def parser(prog, doc):
+    """A parser with the flags every study has."""
+    p = argparse.ArgumentParser(prog=prog, description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=RESULTS, help="where the table, plot and json go "
+                   "(default: studies/results)")
+    return p
+
+
+def run_cli(p, study, argv=None):
+    """Parse, run `study(args)`; a StudyError ends with a one-line message and code 2."""
+    args = p.parse_args(argv)
+    try:
+        study(args)
+    except StudyError as err:
+        p.exit(2, f"error: {err}\n")
+
+
+def check_positive(**values):
+    for name, value in values.items():
+        if not value > 0:
+            raise StudyError(f"{name} must be > 0, got {value}")
+
+
+def images(split, limit=0, flat=False, raw=False):
+    """Fashion-MNIST `split` as numpy: (float32 pixels in [0, 1], int labels);
+    `raw`: uint8 pixels, as the recipes' models take them."""
+    import numpy as np
+
+    from core import data
+
+    ds = data.load("fashion_mnist", split)
+    if limit:
+        ds = ds.take(limit)
+    x, y = next(iter(ds.batch(100_000).as_numpy_iterator()))
+    if not raw:
+        x = x.astype("float32") / 255.0
+    if flat:
+        x = x.reshape(len(x), -1)
+    return x, y.astype(np.int64)
+
+
+def write(out, name, command, lines, figures, result):
+    """Write `<name>.md` (with the command and the date), `.json`, and each figure
+    of `figures` ({file stem: matplotlib figure}) as a PNG, to `out`."""
+    os.makedirs(out, exist_ok=True)
+    stamp = datetime.date.today().isoformat()
+    text = [*lines, "", f"Made by `{command}` on {stamp}."]
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write("\n".join(text) + "\n")
+    for stem, figure in figures.items():
+        figure.savefig(os.path.join(out, f"{stem}.png"), dpi=110)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump({"command": command, "date": stamp, **result}, f, indent=2, default=float)
+        f.write("\n")
+    print("\n".join(text))
+    print(f"[studies] wrote {name}.md, {name}.json and "
+          f"{', '.join(stem + '.png' for stem in figures)} to {out}", flush=True)
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def mean_sd(values):
+    import statistics
+
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
