@@ -8,6 +8,7 @@
   prints the resolved configuration and saves it there.
 - `pipeline`: the tf.data conventions (cache, shuffle, batch, prefetch; no
   autotuner, whose thread can stall the end of an epoch).
+- `optimizer`: Adam at `--learning-rate`, clipped at `--clipnorm`.
 - `fit_and_evaluate`: EarlyStopping (best weights restored), a checkpoint of
   the whole training state every epoch (`RunCheckpoint`: a killed run goes on
   with `--resume RUN_DIR`), TerminateOnNaN and TensorBoard; the test split
@@ -548,6 +549,11 @@ def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_
     the epoch after it, with the optimizer, early stopping, learning-rate
     schedule and history as they were, and the shuffle order the
     uninterrupted run would have had.
+
+    Under `--strategy` a twin of `model` made in the strategy's scope trains
+    (Keras's `fit` for mirrored, `core.loop.fit` for multi_worker) and its
+    weights are copied back; a non-chief worker stops after training
+    (`WorkerDone`), leaving the test split and the files to the chief.
     """
     strategy = distribute.get(train.strategy, train.cpu_replicas)
     chief = distribute.is_chief(train.strategy)

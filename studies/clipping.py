@@ -111,7 +111,7 @@ def report(args, runs):
         lines.append(
             f"| {name} | {r['steps']} | {'yes' if r['diverged'] else 'no'} | "
             f"{max(norms) if norms else float('nan'):.3g} | {np.median(norms):.3g} | "
-            f"{np.mean(finite[-50:]) if finite else float('nan'):.4f} | "
+            + ("-" if r["diverged"] else f"{np.mean(finite[-50:]):.4f}") + " | "
             + ("-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}") + " |")
     plain = runs["no clipping"]
     clipped = [name for name in runs if name != "no clipping"]
@@ -122,10 +122,9 @@ def report(args, runs):
         text = (f"- Unclipped, the loss became non-finite after {plain['steps']} steps. "
                 + "".join(f"With {name} the same network trained to the end (test accuracy "
                           f"{runs[name]['test_accuracy']:.4f}). " for name in saved)
-                + "".join(f"With {name} it did not overflow but stopped learning (test "
-                          f"accuracy {runs[name]['test_accuracy']:.4f}, chance is 0.1): clipping "
-                          "each element leaves the update's size to the number of weights and "
-                          "bends its direction. " for name in stuck)
+                + "".join(f"With {name} it did not overflow but learned nothing (test "
+                          f"accuracy {runs[name]['test_accuracy']:.4f}; chance is 0.1). "
+                          for name in stuck)
                 + ("**Holds**" + (f" for {' and '.join(saved)}" if stuck else "") + "."
                    if saved else "**Does not hold here**: clipping did not save it."))
     else:
