@@ -11,6 +11,7 @@ import argparse
 import datetime
 import json
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -33,6 +34,7 @@ def parser(prog, doc):
 def run_cli(p, study, argv=None):
     """Parse, run `study(args)`; a StudyError ends with a one-line message and code 2."""
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the results' command line
     try:
         study(args)
     except StudyError as err:
@@ -63,18 +65,22 @@ def images(split, limit=0, flat=False, raw=False):
     return x, y.astype(np.int64)
 
 
-def write(out, name, command, lines, figures, result):
-    """Write `<name>.md` (with the command and the date), `.json`, and each figure
-    of `figures` ({file stem: matplotlib figure}) as a PNG, to `out`."""
+def write(args, name, lines, figures, result):
+    """Write `<name>.md` (with the command that made it and the date), `.json` (with
+    the settings), and each of `figures` ({file stem: figure}) as a PNG, to `args.out`."""
+    out = args.out
     os.makedirs(out, exist_ok=True)
     stamp = datetime.date.today().isoformat()
+    command = " ".join(["python -m studies." + name, *getattr(args, "argv", [])])
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "argv")}
     text = [*lines, "", f"Made by `{command}` on {stamp}."]
     with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write("\n".join(text) + "\n")
     for stem, figure in figures.items():
         figure.savefig(os.path.join(out, f"{stem}.png"), dpi=110)
     with open(os.path.join(out, f"{name}.json"), "w") as f:
-        json.dump({"command": command, "date": stamp, **result}, f, indent=2, default=float)
+        json.dump({"command": command, "date": stamp, "settings": settings, **result}, f,
+                  indent=2, default=float)
         f.write("\n")
     print("\n".join(text))
     print(f"[studies] wrote {name}.md, {name}.json and "

@@ -167,11 +167,9 @@ def report(args, runs):
     heat.tight_layout()
     lines.insert(2, "![gradient norms](activations.png) ![accuracy](activations_accuracy.png)")
     lines.insert(3, "")
-    command = "python -m studies.activations " + " ".join(sys.argv[1:])
-    studies.write(args.out, "activations", command.strip(), lines,
+    studies.write(args, "activations", lines,
                   {"activations": fig, "activations_accuracy": heat},
-                  {"runs": runs, "accuracy": accuracy, "gradient_ratio": ratio,
-                   "settings": {k: v for k, v in vars(args).items() if k != "out"}})
+                  {"runs": runs, "accuracy": accuracy, "gradient_ratio": ratio})
     return runs
 
 

@@ -165,10 +165,8 @@ def report(args, runs, mode_diffs):
         ax.grid(alpha=0.3)
     axes[0][0].legend()
     fig.tight_layout()
-    command = "python -m studies.batchnorm " + " ".join(sys.argv[1:])
-    studies.write(args.out, "batchnorm", command.strip(), lines, {"batchnorm": fig},
-                  {"runs": runs, "modes": mode_diffs,
-                   "settings": {k: v for k, v in vars(args).items() if k != "out"}})
+    studies.write(args, "batchnorm", lines, {"batchnorm": fig},
+                  {"runs": runs, "modes": mode_diffs})
 
 
 def _speed(run):

@@ -145,10 +145,8 @@ def report(args, runs):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    command = "python -m studies.clipping " + " ".join(sys.argv[1:])
-    studies.write(args.out, "clipping", command.strip(), lines, {"clipping": fig},
-                  {"runs": runs, "settings": {k: v for k, v in vars(args).items()
-                                              if k != "out"}})
+    studies.write(args, "clipping", lines, {"clipping": fig},
+                  {"runs": runs})
 
 
 def main(argv=None):

@@ -154,10 +154,8 @@ def report(args, runs):
     axes[2].set(ylabel="test accuracy", ylim=(0.5, 1), title="accuracy")
     axes[2].legend()
     fig.tight_layout()
-    command = "python -m studies.padding " + " ".join(sys.argv[1:])
-    studies.write(args.out, "padding", command.strip(), lines, {"padding": fig},
-                  {"runs": runs, "sizes": sizes,
-                   "settings": {k: v for k, v in vars(args).items() if k != "out"}})
+    studies.write(args, "padding", lines, {"padding": fig},
+                  {"runs": runs, "sizes": sizes})
 
 
 def main(argv=None):

@@ -127,10 +127,8 @@ def report(args, runs):
     axes[0].set_ylabel(f"accuracy (seed {args.seeds[0]})")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    command = "python -m studies.regularization " + " ".join(sys.argv[1:])
-    studies.write(args.out, "regularization", command.strip(), lines, {"regularization": fig},
-                  {"runs": runs, "settings": {k: v for k, v in vars(args).items()
-                                              if k != "out"}})
+    studies.write(args, "regularization", lines, {"regularization": fig},
+                  {"runs": runs})
 
 
 def main(argv=None):
