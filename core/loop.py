@@ -59,11 +59,6 @@ def distribute(ds, strategy):
                                      context.input_pipeline_id))
 
 
-def count_batches(ds):
-    n = int(ds.cardinality())
-    return n if n >= 0 else int(ds.reduce(0, lambda total, *_: total + 1))
-
-
 def per_example_loss(model):
     """The compiled loss as a function returning one value per example."""
     loss = model.loss
@@ -83,13 +78,14 @@ def per_example_loss(model):
 
 
 def fit(model, stream, steps_per_epoch, validation_data, epochs, initial_epoch=0,
-        callbacks=(), strategy=None, verbose=2):
+        callbacks=(), strategy=None, verbose=2, validation_steps=None):
     """Train `model` (built in `strategy.scope()`) like `model.fit` would; see the module doc.
 
     `stream`: an endless dataset of global batches; each epoch is
     `steps_per_epoch` of them. `validation_data`: a finite dataset of global
     batches, evaluated after each epoch on every worker's slice, the metrics
-    summed across workers.
+    summed across workers; `validation_steps` is its number of batches
+    (default: its cardinality, which must then be known).
     """
     strategy = strategy or tf.distribute.get_strategy()
     loss_of = per_example_loss(model)
@@ -142,7 +138,10 @@ def fit(model, stream, steps_per_epoch, validation_data, epochs, initial_epoch=0
     # A counted loop, like training's: at the end of a distributed dataset
     # TensorFlow hands exhausted workers empty batches, which some layers
     # reject (BatchNormalization under oneDNN, for one).
-    validation_steps = count_batches(validation_data)
+    if validation_steps is None:
+        validation_steps = int(validation_data.cardinality())
+        if validation_steps < 0:
+            raise ValueError("validation_data's size is unknown; pass validation_steps")
 
     @tf.function
     def test_steps(iterator, steps):

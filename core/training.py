@@ -570,7 +570,8 @@ def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_
     steps = count(train_ds)
     stream = train_ds.repeat().skip(initial_epoch * steps)
     fit = loop.fit if train.strategy == "multi_worker" else keras.Model.fit
-    extra = {"strategy": strategy} if fit is loop.fit else {"shuffle": False}  # pipeline shuffles
+    extra = ({"strategy": strategy, "validation_steps": count(val_ds)} if fit is loop.fit
+             else {"shuffle": False})  # the pipeline shuffles
     with distribute.replica_of(model, strategy) as trained:
         fit(
             trained, stream, steps_per_epoch=steps, validation_data=val_ds,
