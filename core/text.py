@@ -85,9 +85,7 @@ def make_vectorizer(train_texts, vocabulary_size, sequence_length=None, ngrams=N
 
 def datasets(train, vectorizer_config):
     """(train, validation, test) of token ids, the vectorizer, and the train size."""
-    raw_train = data.load(train.dataset, "train", train.validation_percent)
-    if train.limit:
-        raw_train = raw_train.take(train.limit)
+    raw_train = training.training_examples(train)
     vectorizer = make_vectorizer(raw_train.map(lambda text, label: text),
                                  vectorizer_config.vocabulary_size,
                                  getattr(vectorizer_config, "sequence_length", None),
@@ -153,12 +151,13 @@ def export_text_model(recipe, model, vectorizer, class_names, train, trained=Non
 
 
 def run(recipe, build_model, model_config, train, validate_model, resume=None,
-        export_model=None, litert_batch=None):
+        export_model=None, litert_batch=None, extra_callbacks=()):
     """Train, evaluate and export one text configuration; returns its metrics.
 
     `export_model(model)` may return a serving copy of the trained model (the
     RNN recipe rebuilds it without cuDNN-only kernels); default: the model.
-    `litert_batch`: see `export_text_model`.
+    `litert_batch`: see `export_text_model`. `extra_callbacks` join the
+    shared ones (a study's clock).
     """
     validate_text(model_config)
     validate_model(model_config)
@@ -179,7 +178,7 @@ def run(recipe, build_model, model_config, train, validate_model, resume=None,
     print(f"[{recipe}] {model.count_params():,} parameters, vocabulary {vocabulary_size:,}, "
           f"{n_train:,} training texts, classes {class_names}", flush=True)
     metrics, history = training.fit_and_evaluate(
-        model, train_ds, val_ds, test_ds, train, run_dir, n_train)
+        model, train_ds, val_ds, test_ds, train, run_dir, n_train, extra_callbacks)
     if train.export:
         serving_model = export_model(model) if export_model else model
         metrics["export"] = export_text_model(

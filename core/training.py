@@ -59,6 +59,7 @@ class TrainConfig:
     precision: str = "auto"
     deterministic: bool = False
     limit: int = 0
+    train_percent: int = 100
     runs_dir: str = "runs"
     export_dir: str = "saved_models"
     export: bool = True
@@ -81,6 +82,8 @@ class TrainConfig:
         "instructions and no GPU, else float32",
         "deterministic": "enable TensorFlow op determinism (slower)",
         "limit": "use at most this many examples per split (0 = all); for smoke tests",
+        "train_percent": "train on this share of the training split, a random subset drawn "
+        "with --seed (learning curves); validation and test stay whole",
         "runs_dir": "where runs/<recipe>/<timestamp>/ are written",
         "export_dir": "TF Serving model base path",
         "export": "export at the end (a SavedModel, plus --export-format)",
@@ -182,6 +185,8 @@ def validate(train):
         raise ConfigError("patience and lr_patience must be >= 0")
     if train.limit < 0:
         raise ConfigError(f"limit must be >= 0, got {train.limit}")
+    if not 0 < train.train_percent <= 100:
+        raise ConfigError(f"train_percent must be between 1 and 100, got {train.train_percent}")
     resolve_precision(train.precision)
     try:
         export.parse_formats(train.export_format)
@@ -353,9 +358,9 @@ def splits(train, map_example=None, map_batch=None):
         ds = data.load(train.dataset, name, train.validation_percent)
         return ds.map(map_example) if map_example else ds
 
-    train_split = split("train")
-    if train.limit:
-        train_split = train_split.take(train.limit)
+    train_split = training_examples(train)
+    if map_example:
+        train_split = train_split.map(map_example)
     # Under a strategy every replica gets batch_size examples a step.
     strategy = distribute.get(train.strategy, train.cpu_replicas)
     global_batch = train.batch_size * distribute.replicas(strategy)
@@ -365,6 +370,16 @@ def splits(train, map_example=None, map_batch=None):
                       map_batch=map_batch)
     test_ds = pipeline(split("test"), train.batch_size, limit=train.limit, map_batch=map_batch)
     return train_ds, val_ds, test_ds, count(train_split)
+
+
+def training_examples(train):
+    """The training split a run learns from: `--train-percent` of it, `--limit` at most."""
+    ds = data.load(train.dataset, "train", train.validation_percent)
+    if train.train_percent < 100:
+        n = count(ds)
+        ds = ds.shuffle(n, seed=train.seed, reshuffle_each_iteration=False).take(
+            max(1, round(n * train.train_percent / 100)))
+    return ds.take(train.limit) if train.limit else ds
 
 
 def run_or_exit(parser, action, *args, **kwargs):
@@ -417,6 +432,32 @@ def callbacks(run_dir, patience, monitor="val_loss", lr_patience=0, restore_from
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
     ]
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Seconds spent training, validation excluded, at each epoch's end (`seconds`).
+
+    An epoch's clock stops when its validation begins (Keras's `fit` calls
+    `on_test_begin` then) or, without validation, at the epoch's end.
+    """
+
+    def on_train_begin(self, logs=None):
+        self.seconds, self._total, self._start = [], 0.0, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def _stop(self):
+        if self._start is not None:
+            self._total += time.perf_counter() - self._start
+            self._start = None
+
+    def on_test_begin(self, logs=None):
+        self._stop()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._stop()
+        self.seconds.append(self._total)
 
 
 class RunCheckpoint(keras.callbacks.Callback):

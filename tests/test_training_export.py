@@ -61,6 +61,8 @@ def test_start_run_saves_config_and_resume_needs_a_run(tmp_path):
     ("learning_rate", -1.0, "learning_rate must be > 0"),
     ("validation_percent", 100, "validation_percent"),
     ("precision", "float8", "precision must be one of"),
+    ("train_percent", 0, "train_percent must be between 1 and 100"),
+    ("train_percent", 101, "train_percent must be between 1 and 100"),
 ])
 def test_bad_training_config(field, value, message):
     with pytest.raises(training.ConfigError, match=message):
@@ -160,6 +162,42 @@ def test_released_graphs_drops_each_models_gradient_entries_and_traced_graphs():
     train_one()
     keras.backend.clear_session()
     assert len(training._gradient_registry()) > registry
+
+
+def test_train_percent_draws_a_seeded_subset_of_train_only():
+    def texts(**fields):
+        train = training.TrainConfig(dataset="rt_snippets", **fields)
+        return [t for t, _ in training.training_examples(train).as_numpy_iterator()]
+
+    everything = texts()
+    tenth, again, other = (texts(train_percent=10, seed=s) for s in (1, 1, 2))
+    assert len(tenth) == round(len(everything) / 10)
+    assert tenth == again and tenth != other  # drawn with the seed
+    assert set(tenth) <= set(everything) and len(set(tenth)) > 0.95 * len(tenth)
+    assert tenth[:20] != everything[:20]  # a random subset, not the first films
+    _, val, test, n = training.splits(
+        training.TrainConfig(dataset="rt_snippets", train_percent=10, batch_size=512))
+    whole = training.splits(training.TrainConfig(dataset="rt_snippets", batch_size=512))
+    assert n == len(tenth)
+    assert [training.count(ds.unbatch()) for ds in (val, test)] == [
+        training.count(ds.unbatch()) for ds in whole[1:3]]
+
+
+def test_epoch_clock_leaves_validation_out():
+    import time
+
+    class SlowValidation(keras.callbacks.Callback):
+        def on_test_end(self, logs=None):
+            time.sleep(0.5)
+
+    model, clock = _tiny_model(), training.EpochClock()
+    x, y = np.zeros((64, 3), "float32"), np.zeros(64, "int64")
+    started = time.perf_counter()
+    model.fit(x, y, validation_data=(x, y), epochs=2, verbose=0,
+              callbacks=[clock, SlowValidation()])
+    wall = time.perf_counter() - started
+    assert len(clock.seconds) == 2 and 0 < clock.seconds[0] < clock.seconds[1]
+    assert clock.seconds[1] < wall - 1.0  # two half-second validations left out
 
 
 def test_pipeline_batches_reshuffles_and_runs_without_the_autotuner():
