@@ -1,7 +1,7 @@
 """The notes, measured: one module per claim, `python -m studies.<name>`.
 
-Each study states the claim, trains on real data (Fashion-MNIST through
-`core.data`), measures, and writes `studies/results/<name>.md` (the table, the
+Each study states the claim, trains on real data (Fashion-MNIST or rt_snippets
+through `core.data`), measures, and writes `studies/results/<name>.md` (the table, the
 verdict and the command), `<name>.png` and `<name>.json`. Budgets are fixed in
 each module before it ran; decisions use validation, and each model's test
 accuracy is read once, at its end. What they share lives here.
@@ -62,6 +62,19 @@ def images(split, limit=0, flat=False, raw=False):
         x = x.astype("float32") / 255.0
     if flat:
         x = x.reshape(len(x), -1)
+    return x, y.astype(np.int64)
+
+
+def texts(split, limit=0, dataset="rt_snippets"):
+    """A text dataset's `split` as numpy: (byte strings, int labels)."""
+    import numpy as np
+
+    from core import data
+
+    ds = data.load(dataset, split)
+    if limit:
+        ds = ds.take(limit)
+    x, y = next(iter(ds.batch(1_000_000).as_numpy_iterator()))
     return x, y.astype(np.int64)
 
 

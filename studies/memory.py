@@ -1,0 +1,331 @@
+"""Memory over distance: does a plain RNN forget the first words, and does an LSTM fix it?
+
+The notes claim:
+- "A standard RNN suffers from vanishing gradients: words at the beginning of
+  a sequence lose significance; LSTM solves it."
+- "RNNs do well with tanh" (rather than relu).
+
+The task: a real rt_snippets review, cut to its first `--review-tokens` words
+(left-padded and masked, so its last word always sits at the same place),
+followed by L filler words, labelled with the review's sentiment. Each filler
+word is drawn at random from the word frequencies of the whole training split,
+the same for both classes, so the filler carries no information about the
+label: the label depends only on the review at the start, and L is the
+distance the network has to carry it to the end, where the classifier reads the
+state. Why this and not a synthetic copy or adding task: the claim is about
+words, and here both the words and the label are real; a network that
+remembers scores at L = 300 what it scores at L = 1 (the ceiling of a one-way
+RNN on these reviews), one that forgets falls to the majority class.
+
+Setup: the RNN recipe's model (`recipes.rnn_text.build_model`: embedding 64,
+32 units, dropout 0.3) one-way (a backward layer would read the review last),
+for SimpleRNN with tanh and with relu, LSTM and GRU; Adam 1e-3 with
+`clipnorm` 1 for all (a relu RNN is otherwise free to explode), batch 128,
+`--epochs` epochs keeping the best validation epoch. The same filler for every
+cell at a given L and seed.
+
+Measured for each cell and L: test accuracy (read once per model), the
+gradient of the loss with respect to each position's embedding, at
+initialization and after training (its norm at the review's last word over its
+norm at the last filler word: how much of the error signal travels back L
+steps), seconds per training step and seconds until validation accuracy
+first reaches `--threshold`.
+
+    python -m studies.memory                          # about 12 minutes here
+    python -m studies.memory --distances 1,100 --cells simple-tanh,lstm --epochs 2
+"""
+
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import studies
+from core import text, training
+from recipes import rnn_text
+
+#: name -> (recipe's --cell, --activation)
+CELLS = {"simple-tanh": ("simple", "tanh"), "simple-relu": ("simple", "relu"),
+         "lstm": ("lstm", "tanh"), "gru": ("gru", "tanh")}
+BATCH = 128
+VOCABULARY = 20_000
+MARGIN = 0.03  # accuracy points treated as a real difference: about 2 se on ~1,000 texts
+
+
+def check_cells(names):
+    unknown = [n for n in names if n not in CELLS]
+    if unknown:
+        raise studies.StudyError(f"unknown cell {unknown[0]!r}; one of {', '.join(CELLS)}")
+
+
+def check_distances(distances):
+    bad = [d for d in distances if d < 1]
+    if bad:
+        raise studies.StudyError(f"a distance L must be >= 1 filler word, got {bad[0]}")
+
+
+def left_aligned(ids):
+    """Token ids (padding at the end) -> the same tokens with the padding in front."""
+    out = np.zeros_like(ids)
+    for row, tokens in enumerate(ids):
+        tokens = tokens[tokens > 0]
+        if len(tokens):
+            out[row, -len(tokens):] = tokens
+    return out
+
+
+def word_frequencies(ids, vocabulary_size):
+    """Each token id's share of the (non-padding) tokens in `ids`."""
+    counts = np.bincount(ids[ids > 0], minlength=vocabulary_size).astype("float64")
+    return counts / counts.sum()
+
+
+def make_task(reviews, labels, distance, frequencies, rng):
+    """(reviews followed by `distance` filler words, labels).
+
+    The filler is drawn from `frequencies` alone, never from `labels`; the
+    labels are the reviews' own.
+    """
+    check_distances([distance])
+    filler = rng.choice(len(frequencies), size=(len(reviews), distance), p=frequencies)
+    return np.concatenate([reviews, filler], axis=1), labels.copy()
+
+
+def load(review_tokens, limit=0):
+    """Left-aligned review ids for train/validation/test, labels, and word frequencies."""
+    splits = {name: studies.texts(name, limit) for name in ("train", "validation", "test")}
+    vectorizer = text.make_vectorizer(tf.data.Dataset.from_tensor_slices(splits["train"][0]),
+                                      VOCABULARY, review_tokens)
+    ids = {name: left_aligned(vectorizer(x).numpy()) for name, (x, _) in splits.items()}
+    labels = {name: y for name, (_, y) in splits.items()}
+    return ids, labels, word_frequencies(ids["train"], vectorizer.vocabulary_size()), \
+        vectorizer.vocabulary_size()
+
+
+def gradient_profile(model, ids, labels):
+    """Mean norm over examples of d loss / d embedding at each position."""
+    embedding = next(layer for layer in model.layers
+                     if isinstance(layer, keras.layers.Embedding))
+    rest = model.layers[model.layers.index(embedding) + 1:]
+    ids = tf.constant(ids)
+    embedded, mask = embedding(ids), embedding.compute_mask(ids)
+    with tf.GradientTape() as tape:
+        tape.watch(embedded)
+        x = rest[0](embedded, mask=mask, training=False)
+        for layer in rest[1:]:
+            x = layer(x, training=False)
+        loss = keras.losses.sparse_categorical_crossentropy(labels, x)
+    gradient = tape.gradient(loss, embedded)
+    return np.linalg.norm(gradient.numpy(), axis=-1).mean(axis=0)
+
+
+def train_one(cell, task, vocabulary_size, epochs, seed, threshold):
+    """Train one cell on one task ({split: (ids, labels)}); its measurements."""
+    (x, y), (x_val, y_val), (x_test, y_test) = task["train"], task["validation"], task["test"]
+    keras.utils.set_random_seed(seed)
+    kind, activation = CELLS[cell]
+    model = rnn_text.build_model(vocabulary_size, x.shape[1], 2, cell=kind,
+                                 activation=activation, bidirectional=False)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3, clipnorm=1.0),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    probe = x[:256], y[:256]
+    review_end = task["review_tokens"] - 1  # the review's last word, in every example
+    before = gradient_profile(model, *probe)
+    clock = training.EpochClock()
+    best = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=epochs,
+                                         restore_best_weights=True)
+    history = model.fit(x, y, batch_size=BATCH, epochs=epochs, validation_data=(x_val, y_val),
+                        callbacks=[clock, best], verbose=0).history
+    after = gradient_profile(model, *probe)
+    test = model.evaluate(x_test, y_test, batch_size=512, verbose=0)[1]
+    steps = -(-len(x) // BATCH)
+    per_epoch = np.diff([0.0, *clock.seconds])
+    reached = next((i for i, a in enumerate(history["val_accuracy"]) if a >= threshold), None)
+    return {
+        "test_accuracy": float(test),
+        "best_val_accuracy": float(max(history["val_accuracy"])),
+        "history": history,
+        "parameters": int(model.count_params()),
+        # the first epoch also traces the graph
+        "seconds_per_step": float(np.median(per_epoch[1:] if epochs > 1 else per_epoch) / steps),
+        "seconds_to_threshold": None if reached is None else round(clock.seconds[reached], 1),
+        "gradient_ratio_init": float(before[review_end] / before[-1]),
+        "gradient_ratio_trained": float(after[review_end] / after[-1]),
+        "profile_init": before.tolist(),
+        "profile_trained": after.tolist(),
+    }
+
+
+def tasks(ids, labels, frequencies, distance, seed, review_tokens):
+    """The task at one distance: the same filler for every cell (seeded per split)."""
+    out = {"review_tokens": review_tokens}
+    for i, name in enumerate(("train", "validation", "test")):
+        rng = np.random.default_rng([seed, distance, i])
+        out[name] = make_task(ids[name], labels[name], distance, frequencies, rng)
+    return out
+
+
+def study(args):
+    check_cells(args.cells)
+    check_distances(args.distances)
+    studies.check_positive(epochs=args.epochs, review_tokens=args.review_tokens)
+    keras.config.set_dtype_policy("float32")
+    ids, labels, frequencies, vocabulary_size = load(args.review_tokens, args.limit)
+    majority = float(max(np.mean(labels["test"]), 1 - np.mean(labels["test"])))
+    runs = {}
+    for distance in args.distances:
+        for seed in args.seeds:
+            task = tasks(ids, labels, frequencies, distance, seed, args.review_tokens)
+            for cell in args.cells:
+                with training.released_graphs():
+                    r = train_one(cell, task, vocabulary_size, args.epochs, seed,
+                                  args.threshold)
+                runs.setdefault(f"{cell}/{distance}", []).append(r)
+                print(f"[memory] L={distance:<4} {cell:<12} seed {seed}: test "
+                      f"{r['test_accuracy']:.4f}, gradient ratio {r['gradient_ratio_init']:.1e} "
+                      f"at init, {r['gradient_ratio_trained']:.1e} trained, "
+                      f"{1000 * r['seconds_per_step']:.0f} ms/step", flush=True)
+    report(args, runs, majority)
+
+
+def summary(runs, key):
+    return studies.mean_sd([r[key] for r in runs])
+
+
+def verdicts(args, runs, majority):
+    """The claims, decided from the mean test accuracies (a difference counts past MARGIN)."""
+    short, long = min(args.distances), max(args.distances)
+
+    def acc(cell, distance):
+        return summary(runs[f"{cell}/{distance}"], "test_accuracy")[0]
+
+    out = []
+    if "simple-tanh" in args.cells:
+        first, last = acc("simple-tanh", short), acc("simple-tanh", long)
+        forgets = last <= majority + MARGIN < first
+        out.append(
+            f"- A standard RNN forgets the first words: SimpleRNN (tanh) {first:.4f} at L = "
+            f"{short}, {last:.4f} at L = {long} (majority class {majority:.4f}). "
+            + ("**Holds.**" if forgets else
+               "**Does not hold here**: it still reads the review from "
+               f"{long} words away." if last > majority + MARGIN else
+               "**Not decided**: it learned nothing even at the shortest distance."))
+    for cell in ("lstm", "gru"):
+        if cell not in args.cells:
+            continue
+        first, last = acc(cell, short), acc(cell, long)
+        keeps = last >= first - MARGIN and last > majority + MARGIN
+        out.append(
+            f"- {cell.upper()} keeps it: {first:.4f} at L = {short}, {last:.4f} at L = {long}. "
+            + ("**Not decided**: it learned nothing even at the shortest distance."
+               if first <= majority + MARGIN else "**Holds.**" if keeps else
+               f"**Does not hold here**: it loses {100 * (first - last):.1f} points."))
+    if {"simple-tanh", "simple-relu"} <= set(args.cells):
+        diffs = [acc("simple-tanh", d) - acc("simple-relu", d) for d in args.distances]
+        better = sum(d > MARGIN for d in diffs)
+        worse = sum(d < -MARGIN for d in diffs)
+        out.append(
+            "- RNNs do well with tanh: tanh minus relu, per distance: "
+            + ", ".join(f"{100 * d:+.1f}" for d in diffs) + " points. "
+            + ("**Holds.**" if better and not worse else
+               "**Does not hold here**: relu does better." if worse and not better else
+               "**Does not hold here**: no difference past the noise." if not better else
+               "**Mixed.**"))
+    ratios = {when: {cell: summary(runs[f"{cell}/{long}"], f"gradient_ratio_{when}")[0]
+                     for cell in args.cells} for when in ("init", "trained")}
+    line = (f"- Vanishing gradients: the gradient reaching the review's last word from {long} "
+            "words later, over the gradient at the last word: at initialization "
+            + ", ".join(f"{c} {r:.1e}" for c, r in ratios["init"].items())
+            + "; after training " + ", ".join(f"{c} {r:.1e}" for c, r in ratios["trained"].items())
+            + ".")
+    if {"simple-tanh", "lstm"} <= set(args.cells):
+        plain, lstm = ratios["trained"]["simple-tanh"], ratios["trained"]["lstm"]
+        line += (" **Holds**: after training, 10 times or more of the signal reaches the "
+                 "review through the LSTM." if lstm >= 10 * plain else
+                 " **Does not hold here**: after training the plain RNN passes back as much "
+                 "of the gradient as the LSTM (within a factor of 10).")
+    out.append(line)
+    return out
+
+
+def report(args, runs, majority):
+    plt = studies.pyplot()
+    seeds = ", ".join(map(str, args.seeds))
+    lines = [
+        f"# Memory over distance (rt_snippets review, first {args.review_tokens} words, then "
+        f"L filler words; one-way RNN recipe model; {args.epochs} epochs; seeds {seeds})", "",
+        "![accuracy and gradient against distance](memory.png)", "",
+        f"Majority class on test: {majority:.4f}. Values are means over the seeds "
+        "(± their standard deviation where there are several).", "",
+        "| cell | L | parameters | test accuracy | gradient ratio at init | gradient ratio "
+        f"trained | ms per step | seconds to val {args.threshold} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for cell in args.cells:
+        for distance in args.distances:
+            rs = runs[f"{cell}/{distance}"]
+            acc, sd = summary(rs, "test_accuracy")
+            reached = [r["seconds_to_threshold"] for r in rs]
+            lines.append(
+                f"| {cell} | {distance} | {rs[0]['parameters']:,} | {acc:.4f}"
+                + (f" ± {sd:.4f}" if len(rs) > 1 else "")
+                + f" | {summary(rs, 'gradient_ratio_init')[0]:.1e} | "
+                f"{summary(rs, 'gradient_ratio_trained')[0]:.1e} | "
+                f"{1000 * summary(rs, 'seconds_per_step')[0]:.0f} | "
+                + (f"{np.mean(reached):.0f}" if None not in reached else
+                   f"never in {sum(r is None for r in reached)} of {len(rs)}") + " |")
+    lines += ["", "## Verdict", "", *verdicts(args, runs, majority)]
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for cell in args.cells:
+        accs = [summary(runs[f"{cell}/{d}"], "test_accuracy") for d in args.distances]
+        axes[0].errorbar(args.distances, [a for a, _ in accs], yerr=[s for _, s in accs],
+                         marker="o", capsize=3, label=cell)
+        line, = axes[1].plot(args.distances, [summary(runs[f"{cell}/{d}"],
+                                                      "gradient_ratio_init")[0]
+                                              for d in args.distances], marker="o", label=cell)
+        axes[1].plot(args.distances, [summary(runs[f"{cell}/{d}"], "gradient_ratio_trained")[0]
+                                      for d in args.distances], marker="x", ls="--",
+                     color=line.get_color())
+        profile = np.mean([r["profile_init"] for r in runs[f"{cell}/{max(args.distances)}"]],
+                          axis=0)
+        axes[2].plot(profile, label=cell, color=line.get_color())
+    axes[0].axhline(majority, color="grey", ls="--", lw=0.8, label="majority class")
+    axes[0].set(xscale="log", xlabel="distance L (filler words)", ylabel="test accuracy",
+                title="accuracy against distance")
+    axes[1].set(xscale="log", yscale="log", xlabel="distance L",
+                ylabel="|grad| at review end / at last word",
+                title="gradient reaching the review (o init, x trained)")
+    axes[2].axvline(args.review_tokens - 1, color="grey", ls="--", lw=0.8)
+    axes[2].set(yscale="log", xlabel="position", ylabel="mean |d loss / d embedding|",
+                title=f"gradient per position at init, L = {max(args.distances)}")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[2].legend()
+    fig.tight_layout()
+    studies.write(args, "memory", lines, {"memory": fig},
+                  {"majority": majority, "runs": runs})
+
+
+def main(argv=None):
+    p = studies.parser("python -m studies.memory", __doc__)
+    ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
+    p.add_argument("--distances", type=ints, default=[1, 30, 100, 300],
+                   help="filler words after the review, comma-separated (default: 1,30,100,300)")
+    p.add_argument("--cells", type=lambda s: s.split(","), default=list(CELLS),
+                   help=f"comma-separated, among {','.join(CELLS)} (default: all)")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--seeds", type=ints, default=[42], help="comma-separated (default: 42)")
+    p.add_argument("--review-tokens", type=int, default=32,
+                   help="words of each review kept (default: 32; 93%% of reviews are shorter)")
+    p.add_argument("--threshold", type=float, default=0.65,
+                   help="validation accuracy to time (default: 0.65)")
+    p.add_argument("--limit", type=int, default=0,
+                   help="at most this many texts per split (0 = all); for smoke tests")
+    studies.run_cli(p, study, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
