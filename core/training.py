@@ -435,17 +435,28 @@ def callbacks(run_dir, patience, monitor="val_loss", lr_patience=0, restore_from
 
 
 class EpochClock(keras.callbacks.Callback):
-    """Seconds spent training, validation excluded, at each epoch's end (`seconds`).
+    """Seconds spent training, validation excluded, at each epoch's end (`seconds`),
+    and each epoch's training steps (`steps`).
 
     An epoch's clock stops when its validation begins (Keras's `fit` calls
     `on_test_begin` then) or, without validation, at the epoch's end.
     """
 
     def on_train_begin(self, logs=None):
-        self.seconds, self._total, self._start = [], 0.0, None
+        self.seconds, self.steps, self._total, self._start = [], [], 0.0, None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        self.steps.append(0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps[-1] += 1
+
+    def seconds_per_step(self):
+        """The median epoch's seconds per step, leaving out the first epoch (which
+        also traces the graph) when there are others."""
+        per_epoch = np.diff([0.0, *self.seconds]) / np.maximum(self.steps, 1)
+        return float(np.median(per_epoch[1:] if len(per_epoch) > 1 else per_epoch))
 
     def _stop(self):
         if self._start is not None:

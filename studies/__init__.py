@@ -78,6 +78,30 @@ def texts(split, limit=0, dataset="rt_snippets"):
     return x, y.astype(np.int64)
 
 
+def text_recipe(name, argv=(), **train_fields):
+    """Train `recipes.<name>` as its command line `argv` would, with `train_fields`
+    (TrainConfig fields) on top, without exporting and in a throwaway run
+    directory. Returns the run's metrics and history, `clock`: the seconds
+    trained (validation excluded) at each epoch's end, and `seconds_per_step`
+    (`training.EpochClock`)."""
+    import dataclasses
+    import importlib
+    import tempfile
+
+    from core import text, training
+
+    recipe = importlib.import_module(f"recipes.{name}")
+    _, _, model_config, train = recipe.parse(list(argv))
+    clock = training.EpochClock()
+    with tempfile.TemporaryDirectory() as runs, training.released_graphs():
+        train = dataclasses.replace(train, export=False, runs_dir=runs, **train_fields)
+        training.validate(train)
+        result = text.run(name, recipe.build_model, model_config, train, recipe.validate,
+                          extra_callbacks=[clock])
+    result.pop("run_dir")
+    return {**result, "clock": clock.seconds, "seconds_per_step": clock.seconds_per_step()}
+
+
 def write(args, name, lines, figures, result):
     """Write `<name>.md` (with the command that made it and the date), `.json` (with
     the settings), and each of `figures` ({file stem: figure}) as a PNG, to `args.out`."""

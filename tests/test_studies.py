@@ -8,7 +8,8 @@ import pytest
 
 import studies
 from core import training
-from studies import activations, batchnorm, clipping, padding, regularization
+from studies import (activations, batchnorm, clipping, data_size, gru_lstm, memory, padding,
+                     regularization)
 
 
 def _written(out, name, pngs):
@@ -30,6 +31,11 @@ def _written(out, name, pngs):
      ["regularization"]),
     (clipping, ["--epochs", "1", "--depth", "2"], ["clipping"]),
     (padding, ["--epochs", "1", "--seeds", "42"], ["padding"]),
+    (memory, ["--distances", "1,3", "--cells", "simple-tanh,simple-relu,lstm", "--epochs", "1",
+              "--review-tokens", "8", "--limit", "256"], ["memory"]),
+    (gru_lstm, ["--seeds", "42", "--distance", "2", "--epochs", "1", "--review-tokens", "8",
+                "--limit", "256"], ["gru_lstm"]),
+    (data_size, ["--percents", "50,100", "--seeds", "42", "--limit", "256"], ["data_size"]),
 ])
 def test_study_runs_end_to_end_and_writes_its_table_and_plot(tmp_path, monkeypatch, module,
                                                             argv, pngs):
@@ -37,6 +43,9 @@ def test_study_runs_end_to_end_and_writes_its_table_and_plot(tmp_path, monkeypat
     monkeypatch.setattr(studies, "images",
                         lambda split, limit=0, **kw: real(split, limit=min(limit or 512, 512),
                                                           **kw))
+    recipe = studies.text_recipe  # and a text recipe trains one epoch
+    monkeypatch.setattr(studies, "text_recipe",
+                        lambda name, argv=(), **kw: recipe(name, [*argv, "--epochs", "1"], **kw))
     module.main([*argv, "--out", str(tmp_path)])
     _written(str(tmp_path), module.__name__.split(".")[-1], pngs)
 
@@ -66,7 +75,40 @@ def test_coverage_counts_the_border_effect():
     assert moved[0, :4].sum() == 0 and moved[0, 4:, 4:].all()
 
 
+def test_memory_task_label_depends_only_on_the_review():
+    rng = np.random.default_rng(0)
+    reviews = memory.left_aligned(np.array([[5, 6, 7, 0], [8, 0, 0, 0], [9, 9, 9, 9]]))
+    assert reviews.tolist() == [[0, 5, 6, 7], [0, 0, 0, 8], [9, 9, 9, 9]]
+    labels = np.array([1, 0, 1])
+    frequencies = memory.word_frequencies(np.array([[1, 2, 3, 3, 0]]), 10)
+    assert frequencies.tolist() == [0, 0.25, 0.25, 0.5, 0, 0, 0, 0, 0, 0]
+    x, y = memory.make_task(reviews, labels, 50, frequencies, np.random.default_rng(1))
+    assert x.shape == (3, 54) and (x[:, :4] == reviews).all() and (y == labels).all()
+    assert set(np.unique(x[:, 4:])) <= {1, 2, 3}  # filler from the frequencies only
+    # The filler never sees the labels: the same draw with the labels flipped is identical.
+    flipped, y_flipped = memory.make_task(reviews, 1 - labels, 50, frequencies,
+                                          np.random.default_rng(1))
+    assert (flipped == x).all() and (y_flipped == 1 - labels).all()
+    # Shuffle the filler (another draw, then each row's filler permuted): the label stays.
+    other, y_other = memory.make_task(reviews, labels, 50, frequencies, rng)
+    other[:, 4:] = rng.permuted(other[:, 4:], axis=1)
+    assert (other[:, 4:] != x[:, 4:]).any() and (y_other == labels).all()
+
+
+def test_gradient_reaches_only_unmasked_positions():
+    keras.utils.set_random_seed(0)
+    model = memory.rnn_text.build_model(10, 6, 2, cell="lstm", bidirectional=False)
+    ids = np.array([[0, 0, 3, 4, 5, 6]] * 4)
+    profile = memory.gradient_profile(model, ids, np.array([0, 1, 0, 1]))
+    assert profile.shape == (6,)
+    assert (profile[:2] == 0).all() and (profile[2:] > 0).all()  # padding gets no gradient
+
+
 @pytest.mark.parametrize("module, argv, message", [
+    (memory, ["--cells", "lstm,transformer"], "unknown cell 'transformer'"),
+    (memory, ["--distances", "0,30"], "L must be >= 1"),
+    (gru_lstm, ["--distance", "-5"], "L must be >= 1"),
+    (data_size, ["--percents", "0,100"], "a percent must be in (0, 100]"),
     (activations, ["--activations", "softsign"], "activation must be among"),
     (activations, ["--depths", "0,4"], "every depth must be >= 1"),
     (activations, ["--learning-rate", "0"], "learning_rate must be > 0"),

@@ -197,6 +197,8 @@ def test_epoch_clock_leaves_validation_out():
               callbacks=[clock, SlowValidation()])
     wall = time.perf_counter() - started
     assert len(clock.seconds) == 2 and 0 < clock.seconds[0] < clock.seconds[1]
+    assert clock.steps == [2, 2]  # 64 examples in batches of 32
+    assert 0 < clock.seconds_per_step() < (clock.seconds[1] - clock.seconds[0])
     assert clock.seconds[1] < wall - 1.0  # two half-second validations left out
 
 
