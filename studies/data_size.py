@@ -10,7 +10,11 @@ BiLSTM; `python -m recipes.transformer_text`; and the tf-idf n-gram baseline
 trained on `--percents` of rt_snippets' training split (`--train-percent`: a
 random subset drawn with the seed; the vocabulary is adapted on that subset
 only; validation and test stay whole), `--seeds` seeds each. Early stopping
-on validation accuracy, as the recipes do.
+on validation accuracy, as the recipes do, with the recipes' budget in
+epochs (6, patience 2) scaled by 100 / percent, so that every run may take
+the same number of steps: at 10% an epoch is 8 steps, and the recipes' own
+budget (48 steps; the first run of this study) stopped the BiLSTM at the
+majority class before it had learned anything.
 
 Measured: test accuracy (read once per model) against the share of training
 data. The claim predicts the transformer's deficit against the BiLSTM to grow
@@ -30,6 +34,18 @@ RECIPES = {"rnn_text": "BiLSTM", "transformer_text": "transformer", "ngram_text"
 MARGIN = 0.02  # points of a gap change counted as real: about 2 se of a 3-seed mean difference
 
 
+def budget(recipe, percent):
+    """The recipe's epochs and patience, scaled so a run on `percent` of the data
+    may take as many steps as one on all of it."""
+    import importlib
+    import math
+
+    _, _, _, train = importlib.import_module(f"recipes.{recipe}").parse([])
+    scale = 100 / percent
+    return {"epochs": math.ceil(train.epochs * scale),
+            "patience": math.ceil(train.patience * scale)}
+
+
 def study(args):
     for percent in args.percents:
         if not 0 < percent <= 100:
@@ -39,7 +55,7 @@ def study(args):
         for percent in args.percents:
             for recipe in RECIPES:
                 r = studies.text_recipe(recipe, seed=seed, train_percent=percent,
-                                        limit=args.limit)
+                                        limit=args.limit, **budget(recipe, percent))
                 runs.setdefault(f"{recipe}/{percent}", []).append(
                     {k: r[k] for k in ("test_accuracy", "epochs", "parameters")})
                 print(f"[data_size] {RECIPES[recipe]:<15} {percent:>3}% seed {seed}: test "

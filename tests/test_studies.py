@@ -45,7 +45,7 @@ def test_study_runs_end_to_end_and_writes_its_table_and_plot(tmp_path, monkeypat
                                                           **kw))
     recipe = studies.text_recipe  # and a text recipe trains one epoch
     monkeypatch.setattr(studies, "text_recipe",
-                        lambda name, argv=(), **kw: recipe(name, [*argv, "--epochs", "1"], **kw))
+                        lambda name, argv=(), **kw: recipe(name, argv, **{**kw, "epochs": 1}))
     module.main([*argv, "--out", str(tmp_path)])
     _written(str(tmp_path), module.__name__.split(".")[-1], pngs)
 
