@@ -16,7 +16,9 @@ import pytest
 import keras
 import tensorflow as tf
 
+from layers.inception import InceptionModule
 from layers.maxout import Maxout
+from layers.resnet import ResidualBlock
 from layers.swish import Swish
 from layers.transformer import (
     MaskedAveragePooling1D, TokenAndPositionEmbedding, TransformerEncoder)
@@ -60,6 +62,22 @@ def _encoder(dtype=None):
     return keras.Model(inputs, MaskedAveragePooling1D(dtype=dtype)(x))
 
 
+def _residual(**options):
+    def build(dtype=None):
+        inputs = keras.Input((6, 6, 3))
+        x = ResidualBlock(3, dtype=dtype, **options)(inputs)  # identity shortcut
+        return keras.Model(inputs, ResidualBlock(5, strides=2, dtype=dtype)(x))  # projection
+    return build
+
+
+def _inception(factorize):
+    def build(dtype=None):
+        inputs = keras.Input((5, 5, 3))
+        return keras.Model(inputs, InceptionModule(2, (2, 3), (2, 2), 2, factorize=factorize,
+                                                   dtype=dtype)(inputs))
+    return build
+
+
 CASES = {
     "maxout_dense": (_dense_maxout, RNG.normal(size=(3, 6))),
     "maxout_conv": (_conv_maxout, RNG.normal(size=(2, 5, 5, 2))),
@@ -70,6 +88,9 @@ CASES = {
     "resize_bilinear": (_upsample("resize_bilinear"), RNG.normal(size=(2, 4, 4, 3))),
     "transposed": (_upsample("transposed"), RNG.normal(size=(2, 4, 4, 3))),
     "transformer": (_encoder, np.array([[3, 4, 5, 0, 0, 0], [7, 1, 2, 9, 11, 0]])),
+    "residual": (_residual(), RNG.normal(size=(2, 6, 6, 3))),
+    "inception": (_inception(False), RNG.normal(size=(2, 5, 5, 3))),
+    "inception_factorized": (_inception(True), RNG.normal(size=(2, 5, 5, 3))),
 }
 
 
@@ -150,6 +171,29 @@ def test_masked_average_pooling_values():
     mask = np.array([[True, True, False], [False, False, False]])
     np.testing.assert_allclose(MaskedAveragePooling1D()(x, mask=mask), [[2.0, 3.0], [0.0, 0.0]])
     np.testing.assert_allclose(MaskedAveragePooling1D()(x)[0], [104 / 3, 106 / 3], rtol=1e-6)
+
+
+def test_residual_block_adds_its_shortcut():
+    block = ResidualBlock(2, kernel_initializer="zeros")  # the convolutions contribute 0
+    x = np.abs(RNG.normal(size=(1, 3, 3, 2))).astype("float32")
+    np.testing.assert_allclose(block(x), x, rtol=1e-6)  # relu(0 + x) = x
+    assert not block.projection
+    projected = ResidualBlock(4, strides=2)
+    assert projected(x).shape == (1, 2, 2, 4) and projected.projection
+    assert projected.compute_output_shape((None, 3, 3, 2)) == (None, 2, 2, 4)
+
+
+def test_inception_module_concatenates_its_branches():
+    module = InceptionModule(1, (2, 3), (1, 4), 5)
+    x = RNG.normal(size=(2, 7, 7, 3)).astype("float32")
+    assert module(x).shape == (2, 7, 7, 13) == module.compute_output_shape(x.shape)
+    kernels = [conv.kernel.shape for conv in module.convs]
+    assert kernels == [(1, 1, 3, 1), (1, 1, 3, 2), (3, 3, 2, 3), (1, 1, 3, 1), (5, 5, 1, 4),
+                       (1, 1, 3, 5)]
+    factorized = InceptionModule(1, (2, 3), (1, 4), 5, factorize=True)
+    factorized(x)
+    assert [c.kernel.shape for c in factorized.convs][4:6] == [(3, 3, 1, 1), (3, 3, 1, 4)]
+    assert factorized.count_params() < module.count_params()
 
 
 def test_transformer_answers_a_fully_padded_sequence():
@@ -259,6 +303,9 @@ _ALONE = {
                      "== (1, 8, 8, 3)",
     "transformer.py": "x = transformer.TokenAndPositionEmbedding(10, 5, 4)(np.array([[1, 2, 0]]))"
                       "\nassert transformer.TransformerEncoder(2, 8)(x).shape == (1, 3, 4)",
+    "resnet.py": "assert resnet.ResidualBlock(8, strides=2)(image).shape == (1, 2, 2, 8)",
+    "inception.py": "assert inception.InceptionModule(1, (1, 2), (1, 3), 4)(image).shape "
+                    "== (1, 4, 4, 10)",
 }
 
 
@@ -287,7 +334,7 @@ def test_each_file_works_copied_alone(filename, tmp_path):
 
 def test_layer_files_import_only_keras_and_stdlib():
     allowed = {"keras", "math"}
-    for filename in ("maxout.py", "swish.py", "upsampling.py", "transformer.py"):
+    for filename in sorted(_ALONE):
         with open(os.path.join(LAYERS_DIR, filename)) as f:
             for line in f:
                 if line.startswith(("import ", "from ")):
@@ -312,6 +359,12 @@ def test_layer_files_import_only_keras_and_stdlib():
         (lambda: TransformerEncoder(2, 8, dropout=1.5), "dropout=1.5"),
         (lambda: TransformerEncoder(3, 8)(np.zeros((1, 2, 4), "float32")),
          "embedding_dim=4, num_heads=3"),
+        (lambda: ResidualBlock(0), "filters=0"),
+        (lambda: ResidualBlock(8, strides=1.5), "strides=1.5"),
+        (lambda: ResidualBlock(8)(np.zeros((1, 4, 4), "float32")), "input_shape=(1, 4, 4)"),
+        (lambda: InceptionModule(0, (1, 2), (1, 2), 1), "filters_1x1=0"),
+        (lambda: InceptionModule(1, 2, (1, 2), 1), "filters_3x3=2"),
+        (lambda: InceptionModule(1, (1, 2), (1, 0), 1), "filters_5x5=(1, 0)"),
     ],
 )
 def test_invalid_arguments(make, message):
