@@ -209,7 +209,6 @@ def study(args):
     studies.check_positive(epochs=args.epochs, review_tokens=args.review_tokens)
     if args.filler_words < 0:
         raise studies.StudyError(f"filler_words must be >= 0, got {args.filler_words}")
-    keras.config.set_dtype_policy("float32")
     ids, labels, frequencies, vocabulary = load(args.review_tokens, args.filler_words,
                                                 args.limit)
     vocabulary_size = len(vocabulary)
