@@ -20,7 +20,7 @@ Measured: test accuracy (read once per model) against the share of training
 data. The claim predicts the transformer's deficit against the BiLSTM to grow
 as data shrinks.
 
-    python -m studies.data_size                      # about 10 minutes here
+    python -m studies.data_size                      # about 8 minutes here
     python -m studies.data_size --percents 30,100 --seeds 42
 """
 

@@ -21,7 +21,7 @@ rt_snippets and 0.70 on the memory task, where the recipes' best validation
 epochs reach 0.75-0.78 and the validation split's majority class is 0.661),
 and test accuracy (read once per model).
 
-    python -m studies.gru_lstm                       # about 8 minutes here
+    python -m studies.gru_lstm                       # about 3 minutes here
     python -m studies.gru_lstm --seeds 42 --distance 10
 """
 
