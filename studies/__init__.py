@@ -102,6 +102,17 @@ def text_recipe(name, argv=(), **train_fields):
     return {**result, "clock": clock.seconds, "seconds_per_step": clock.seconds_per_step()}
 
 
+def first_reached(values, threshold):
+    """Index of the first of `values` (one per epoch) at or above `threshold`, or None."""
+    return next((i for i, value in enumerate(values) if value >= threshold), None)
+
+
+def seconds_to(threshold, values, seconds):
+    """Seconds (`seconds[i]` at epoch i's end) until `values` first reached `threshold`."""
+    i = first_reached(values, threshold)
+    return None if i is None else round(seconds[i], 1)
+
+
 def write(args, name, lines, figures, result):
     """Write `<name>.md` (with the command that made it and the date), `.json` (with
     the settings), and each of `figures` ({file stem: figure}) as a PNG, to `args.out`."""

@@ -59,15 +59,15 @@ def one(batch_norm, learning_rate, data, args):
     timeline = Timeline()
     history = model.fit(x, y, batch_size=128, epochs=args.epochs,
                         validation_data=(x_val, y_val), callbacks=[timeline], verbose=0).history
-    reached = next((i for i, a in enumerate(history["val_accuracy"]) if a >= args.threshold),
-                   None)
+    reached = studies.first_reached(history["val_accuracy"], args.threshold)
     test = model.evaluate(x_test, y_test, batch_size=1024, verbose=0)[1]
     diverged = (not all(math.isfinite(v) for v in history["loss"])
                 or history["val_accuracy"][-1] < DIVERGED_BELOW)
     return model, {
         "history": history, "test_accuracy": float(test), "diverged": diverged,
         "epochs_to_threshold": None if reached is None else reached + 1,
-        "seconds_to_threshold": None if reached is None else round(timeline.seconds[reached], 1),
+        "seconds_to_threshold": studies.seconds_to(args.threshold, history["val_accuracy"],
+                                                   timeline.seconds),
         "seconds": round(timeline.seconds[-1], 1),
     }
 

@@ -27,7 +27,6 @@ and test accuracy (read once per model).
 
 import sys
 
-import keras
 import numpy as np
 
 import studies
@@ -39,24 +38,18 @@ CELLS = ("lstm", "gru")
 MARGIN = 0.10  # a ratio within 10% of 1 is "the same" on this noisy machine
 
 
-def recurrent_parameters(model):
-    """Weights of the model's recurrent layers (inside Bidirectional too)."""
-    return sum(layer.count_params() for layer in model.layers
-               if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)))
-
-
 def rt_snippets_run(cell, seed, args):
     r = studies.text_recipe("rnn_text", ["--cell", cell], seed=seed, limit=args.limit)
-    reached = next((i for i, a in enumerate(r["history"]["val_accuracy"])
-                    if a >= args.rt_threshold), None)
     return {
         "test_accuracy": r["test_accuracy"],
         "parameters": r["parameters"],
         # the recurrent layer's size does not depend on the vocabulary
-        "recurrent_parameters": recurrent_parameters(rnn_text.build_model(2, 64, 2, cell=cell)),
+        "recurrent_parameters": memory.recurrent_parameters(
+            rnn_text.build_model(2, 64, 2, cell=cell)),
         "epochs": r["epochs"],
         "seconds_per_step": r["seconds_per_step"],
-        "seconds_to_threshold": None if reached is None else round(r["clock"][reached], 1),
+        "seconds_to_threshold": studies.seconds_to(args.rt_threshold,
+                                                   r["history"]["val_accuracy"], r["clock"]),
     }
 
 
@@ -65,11 +58,8 @@ def memory_run(cell, seed, data, args):
     vocabulary_size = len(vocabulary)
     task = memory.tasks(ids, labels, frequencies, args.distance, seed, args.review_tokens)
     r = memory.train_one(cell, task, vocabulary_size, args.epochs, seed, args.memory_threshold)
-    model = rnn_text.build_model(2, task["train"][0].shape[1], 2, cell=cell,
-                                 bidirectional=False)
-    return {**{k: r[k] for k in ("test_accuracy", "parameters", "seconds_per_step",
-                                 "seconds_to_threshold")},
-            "recurrent_parameters": recurrent_parameters(model)}
+    return {k: r[k] for k in ("test_accuracy", "parameters", "recurrent_parameters",
+                              "seconds_per_step", "seconds_to_threshold")}
 
 
 def study(args):

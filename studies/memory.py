@@ -115,6 +115,12 @@ def load(review_tokens, filler_words, limit=0):
     return ids, labels, frequencies, vectorizer.get_vocabulary()
 
 
+def recurrent_parameters(model):
+    """Weights of the model's recurrent layers (inside Bidirectional too)."""
+    return sum(layer.count_params() for layer in model.layers
+               if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)))
+
+
 def chrono_init(model, t_max, rng):
     """Start a gated cell remembering: its keep gate's bias log(u), u ~ U(1, t_max - 1).
 
@@ -177,16 +183,16 @@ def train_one(cell, task, vocabulary_size, epochs, seed, threshold=None):
                         callbacks=[clock, best], verbose=0).history
     after = gradient_profile(model, *probe)
     test = model.evaluate(x_test, y_test, batch_size=512, verbose=0)[1]
-    reached = None if threshold is None else next(
-        (i for i, a in enumerate(history["val_accuracy"]) if a >= threshold), None)
     return {
         "test_accuracy": float(test),
         "best_val_accuracy": float(max(history["val_accuracy"])),
         "history": history,
         "parameters": int(model.count_params()),
+        "recurrent_parameters": recurrent_parameters(model),
         "seconds_per_step": clock.seconds_per_step(),
         "epoch_seconds": clock.seconds,
-        "seconds_to_threshold": None if reached is None else round(clock.seconds[reached], 1),
+        "seconds_to_threshold": None if threshold is None else studies.seconds_to(
+            threshold, history["val_accuracy"], clock.seconds),
         "gradient_ratio_init": float(before[review_end] / before[-1]),
         "gradient_ratio_trained": float(after[review_end] / after[-1]),
         "profile_init": before.tolist(),
