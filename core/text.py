@@ -173,7 +173,7 @@ def run(recipe, build_model, model_config, train, validate_model, resume=None,
     hparams = dataclasses.asdict(model_config)
     model = build_model(num_classes=len(class_names), **{
         **hparams, "vocabulary_size": vocabulary_size})
-    model.compile(optimizer=training.optimizer(train),
+    model.compile(optimizer=training.optimizer(train, training.count(train_ds)),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     print(f"[{recipe}] {model.count_params():,} parameters, vocabulary {vocabulary_size:,}, "
           f"{n_train:,} training texts, classes {class_names}", flush=True)

@@ -40,6 +40,7 @@ import tensorflow as tf
 from core import data, distribute, export, loop
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass
@@ -50,6 +51,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     learning_rate: float = 1e-3
+    schedule: str = "constant"
     clipnorm: float = 0.0
     patience: int = 3
     monitor: str = "val_loss"
@@ -71,6 +73,9 @@ class TrainConfig:
     HELP = {
         "dataset": "TFDS name",
         "epochs": "maximum epochs (early stopping may end sooner)",
+        "schedule": "learning rate over training: constant, or cosine (one epoch of linear "
+        "warm-up from 0 to --learning-rate, then a cosine decay to 0 at --epochs; "
+        "Loshchilov & Hutter 2017)",
         "clipnorm": "rescale each weight's gradient to at most this L2 norm (0 = no clipping)",
         "patience": "epochs without validation improvement before stopping",
         "monitor": "validation metric that early stopping watches (and restores the best of)",
@@ -176,6 +181,11 @@ def validate(train):
         raise ConfigError(f"batch_size must be >= 1, got {train.batch_size}")
     if not train.learning_rate > 0:
         raise ConfigError(f"learning_rate must be > 0, got {train.learning_rate}")
+    if train.schedule not in SCHEDULES:
+        raise ConfigError(f"schedule must be one of {SCHEDULES}, got {train.schedule!r}")
+    if train.schedule != "constant" and train.lr_patience:
+        raise ConfigError(f"--schedule {train.schedule} sets the learning rate at every step; "
+                          "it cannot be combined with --lr-patience (use --lr-patience 0)")
     if train.clipnorm < 0:
         raise ConfigError(f"clipnorm must be >= 0 (0 = off), got {train.clipnorm}")
     if not 0 < train.validation_percent < 100:
@@ -195,9 +205,23 @@ def validate(train):
         raise ConfigError(str(err)) from None
 
 
-def optimizer(train):
-    """The recipes' optimizer: Adam at `--learning-rate`, clipped at `--clipnorm` if set."""
-    return keras.optimizers.Adam(train.learning_rate, clipnorm=train.clipnorm or None)
+def optimizer(train, steps_per_epoch=None):
+    """The recipes' optimizer: Adam at `--learning-rate` (following `--schedule`, which
+    needs `steps_per_epoch`), clipped at `--clipnorm` if set."""
+    return keras.optimizers.Adam(learning_rate(train, steps_per_epoch),
+                                 clipnorm=train.clipnorm or None)
+
+
+def learning_rate(train, steps_per_epoch=None):
+    """`--learning-rate`, or for `--schedule cosine` a schedule over `--epochs` epochs."""
+    if train.schedule == "constant":
+        return train.learning_rate
+    if not steps_per_epoch:
+        raise ValueError(f"--schedule {train.schedule} needs the number of steps per epoch")
+    total = train.epochs * steps_per_epoch
+    warmup = min(steps_per_epoch, total // 2)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, total - warmup, warmup_target=train.learning_rate, warmup_steps=warmup)
 
 
 def new_run_dir(runs_dir, recipe):

@@ -190,7 +190,7 @@ def run(model_config, train, resume=None, export_enabled=None):
     train_ds, val_ds, test_ds, n_train = training.splits(
         train, map_example=as_reconstruction_target)
     model = build_model(shape, **dataclasses.asdict(model_config))
-    model.compile(optimizer=training.optimizer(train), loss="mse")
+    model.compile(optimizer=training.optimizer(train, training.count(train_ds)), loss="mse")
     print(f"[upsampling] decoder {model_config.decoder}: {model.count_params():,} parameters",
           flush=True)
     metrics, history = training.fit_and_evaluate(

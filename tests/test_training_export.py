@@ -63,6 +63,7 @@ def test_start_run_saves_config_and_resume_needs_a_run(tmp_path):
     ("precision", "float8", "precision must be one of"),
     ("train_percent", 0, "train_percent must be between 1 and 100"),
     ("train_percent", 101, "train_percent must be between 1 and 100"),
+    ("schedule", "step", "schedule must be one of"),
 ])
 def test_bad_training_config(field, value, message):
     with pytest.raises(training.ConfigError, match=message):
@@ -132,6 +133,22 @@ def test_learning_rate_cut_only_when_asked(tmp_path):
     assert plateau.patience == 2 and plateau.monitor == "val_accuracy"
     with pytest.raises(training.ConfigError, match="lr_patience"):
         training.validate(dataclasses.replace(training.TrainConfig(), lr_patience=-1))
+
+
+def test_cosine_schedule_warms_up_for_an_epoch_then_decays_to_zero_at_the_last_epoch():
+    train = training.TrainConfig(schedule="cosine", learning_rate=0.004, epochs=10)
+    schedule = training.optimizer(train, steps_per_epoch=50).learning_rate
+    rate = lambda step: float(training.learning_rate(train, 50)(step))  # noqa: E731
+    assert rate(0) == 0.0 and rate(25) == pytest.approx(0.002)
+    assert rate(50) == pytest.approx(0.004)  # the peak, after one epoch
+    assert rate(50 + 225) == pytest.approx(0.002, rel=1e-3)  # half-way through the decay
+    assert rate(500) == pytest.approx(0.0, abs=1e-9)
+    assert float(schedule) == 0.0  # the optimizer follows it: step 0, warm-up begins at 0
+    assert float(training.optimizer(training.TrainConfig()).learning_rate) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="steps per epoch"):
+        training.learning_rate(train)
+    with pytest.raises(training.ConfigError, match="cannot be combined with --lr-patience"):
+        training.validate(dataclasses.replace(train, lr_patience=2))
 
 
 def _func_graphs():
