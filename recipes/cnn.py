@@ -18,6 +18,7 @@ What it shows:
 """
 
 import dataclasses
+import inspect
 import os
 import sys
 
@@ -25,9 +26,15 @@ import keras
 import tensorflow as tf
 
 from core import data, export, training
+from layers.inception import InceptionModule
 from layers.maxout import Maxout
+from layers.resnet import ResidualBlock
 from layers.swish import Swish
 
+ARCHITECTURES = ("plain", "lenet5", "resnet", "inception")
+# The smallest image side each architecture takes: LeNet-5 pads 28x28 to its
+# 32x32 field and no more; the others halve the side twice.
+MIN_SIDE = {"lenet5": 28, "resnet": 4, "inception": 4}
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "maxout", "swish", "tanh")
 PADDINGS = ("same", "valid")
 EPOCHS = 20  # with early stopping; reaches >= 0.92 test accuracy in about 10 minutes here
@@ -42,6 +49,7 @@ COMPARE_EPOCHS = 5  # per activation, so the six fit in about 15 minutes
 class ModelConfig:
     """`build_model`'s keyword arguments and their defaults."""
 
+    architecture: str = "plain"
     filters: tuple = (32, 64, 128)
     convs_per_block: int = 1
     kernel_size: int = 3
@@ -56,7 +64,15 @@ class ModelConfig:
     l2: float = 0.0
 
 
+#: The plain stack that was the default before the time-to-accuracy work (#17):
+#: 32-64-128 filters, one Conv2D per block, dropout 0.25 and 0.5. The batch-norm,
+#: regularization and padding studies were measured on it and keep it.
+CLASSIC = {"architecture": "plain", "filters": (32, 64, 128), "convs_per_block": 1,
+           "dropout": 0.25, "dense_dropout": 0.5}
+
 MODEL_HELP = {
+    "architecture": f"one of {ARCHITECTURES}; the flags below shape 'plain', and the "
+    "others read only batch_norm_momentum (resnet, inception)",
     "filters": "filters of each block; one block per entry",
     "convs_per_block": "Conv2D layers in each block before pooling",
     "kernel_size": "3, 5 or 7",
@@ -90,6 +106,15 @@ def spatial_sizes(input_size, filters, convs_per_block, kernel_size, strides, pa
 
 
 def validate(config, input_shape):
+    if config.architecture not in ARCHITECTURES:
+        raise training.ConfigError(
+            f"architecture must be one of {ARCHITECTURES}, got {config.architecture!r}")
+    if len(input_shape) != 3:
+        raise training.ConfigError(
+            f"the CNN needs images of shape (height, width, channels); got {input_shape}")
+    if config.architecture != "plain":
+        validate_fixed(config, input_shape)
+        return
     if config.activation not in ACTIVATIONS:
         raise training.ConfigError(
             f"activation must be one of {ACTIVATIONS}, got {config.activation!r}")
@@ -109,11 +134,28 @@ def validate(config, input_shape):
     if not 0 < config.batch_norm_momentum < 1:
         raise training.ConfigError(
             f"batch_norm_momentum must be in (0, 1), got {config.batch_norm_momentum}")
-    if len(input_shape) != 3:
-        raise training.ConfigError(
-            f"the CNN needs images of shape (height, width, channels); got {input_shape}")
     spatial_sizes(min(input_shape[:2]), config.filters, config.convs_per_block,
                   config.kernel_size, config.strides, config.padding)
+
+
+def validate_fixed(config, input_shape):
+    """LeNet-5, ResNet and Inception have fixed layouts: refuse flags they would ignore,
+    and images too small for them."""
+    name = config.architecture
+    ignored = [f"--{field.name.replace('_', '-')}" for field in dataclasses.fields(config)
+               if field.name not in (*uses(name), "architecture")
+               and getattr(config, field.name) != field.default]
+    if ignored:
+        raise training.ConfigError(
+            f"--architecture {name} has a fixed layout and does not read {', '.join(ignored)} "
+            f"(it reads: {', '.join(uses(name)) or 'no other model flag'})")
+    if min(input_shape[:2]) < MIN_SIDE[name]:
+        raise training.ConfigError(
+            f"--architecture {name} needs images of at least {MIN_SIDE[name]}x{MIN_SIDE[name]}; "
+            f"got {input_shape[0]}x{input_shape[1]}")
+    if not 0 < config.batch_norm_momentum < 1:
+        raise training.ConfigError(
+            f"batch_norm_momentum must be in (0, 1), got {config.batch_norm_momentum}")
 
 
 # --- model -----------------------------------------------------------------
@@ -139,14 +181,11 @@ def width(activation, units):
     return 2 * units if activation == "maxout" else units
 
 
-def build_model(input_shape, num_classes, filters=(32, 64, 128), convs_per_block=1,
-                kernel_size=3, strides=1, padding="same", batch_norm=True,
-                batch_norm_momentum=0.99, activation="relu", dropout=0.25, dense_units=256,
-                dense_dropout=0.5, l2=0.0):
-    """The CNN as a functional model taking uint8 images, returning probabilities."""
+def plain(x, filters, convs_per_block, kernel_size, strides, padding, batch_norm,
+          batch_norm_momentum, activation, dropout, dense_units, dense_dropout, l2):
+    """The recipe's own stack: conv blocks, then a dense layer; returns the features
+    the classifier reads."""
     penalty = keras.regularizers.L2(l2) if l2 else None
-    inputs = keras.Input(input_shape, dtype="uint8", name="image")
-    x = keras.layers.Rescaling(1.0 / 255)(inputs)
     for block_filters in filters:
         for conv in range(convs_per_block):
             x = keras.layers.Conv2D(
@@ -162,10 +201,96 @@ def build_model(input_shape, num_classes, filters=(32, 64, 128), convs_per_block
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(width(activation, dense_units), kernel_regularizer=penalty)(x)
     x = activate(x, activation, dense_units)
-    x = keras.layers.Dropout(dense_dropout)(x)
+    return keras.layers.Dropout(dense_dropout)(x)
+
+
+def lenet5(x):
+    """LeNet-5 as LeCun et al. (1998) laid it out, on a 32x32 field.
+
+    C1: 6 5x5 convolutions -> S2: 2x2 average pooling -> C3: 16 5x5 convolutions
+    -> S4: 2x2 average pooling -> C5: 120 5x5 convolutions -> F6: 84 units,
+    each followed by tanh. A 28x28 image is zero-padded to 32x32, as the paper
+    centred MNIST's digits. Two simplifications, as in most re-implementations:
+    C3 connects every S2 map (the paper wired each to a subset), and the
+    classifier is a softmax, not the paper's Gaussian (RBF) units; pooling has
+    no trainable scale and bias.
+    """
+    pad = [max(0, 32 - side) for side in x.shape[1:3]]  # 0 to 4: `validate` sees to it
+    x = keras.layers.ZeroPadding2D(((pad[0] // 2, pad[0] - pad[0] // 2),
+                                    (pad[1] // 2, pad[1] - pad[1] // 2)))(x)
+    x = keras.layers.Conv2D(6, 5, activation="tanh", name="C1")(x)
+    x = keras.layers.AveragePooling2D(2, name="S2")(x)
+    x = keras.layers.Conv2D(16, 5, activation="tanh", name="C3")(x)
+    x = keras.layers.AveragePooling2D(2, name="S4")(x)
+    x = keras.layers.Conv2D(120, 5, activation="tanh", name="C5")(x)
+    x = keras.layers.Flatten()(x)
+    return keras.layers.Dense(84, activation="tanh", name="F6")(x)
+
+
+def stem(x, filters, momentum):
+    """3x3 convolution, batch norm, relu, then 2x2 max pooling: the full-resolution
+    layer that the residual and Inception networks start with."""
+    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    x = keras.layers.BatchNormalization(momentum=momentum)(x)
+    x = keras.layers.ReLU()(x)
+    return keras.layers.MaxPooling2D(2)(x)
+
+
+def resnet(x, batch_norm_momentum):
+    """A small ResNet (He et al., 2015) sized for a 2-core CPU.
+
+    Stem (24 filters, pooled to 14x14), a residual block of 48 filters (a 1x1
+    projection shortcut, since the channels change), a residual block of 96
+    filters at stride 2 (7x7), global average pooling.
+    """
+    x = stem(x, 24, batch_norm_momentum)
+    x = ResidualBlock(48, momentum=batch_norm_momentum)(x)
+    x = ResidualBlock(96, strides=2, momentum=batch_norm_momentum)(x)
+    return keras.layers.GlobalAveragePooling2D()(x)
+
+
+def inception(x, batch_norm_momentum):
+    """A small GoogLeNet (Szegedy et al., 2014) sized for a 2-core CPU.
+
+    Stem (32 filters, pooled to 14x14), two Inception modules, 2x2 max pooling
+    (7x7), a third module, global average pooling. The 5x5 branches are
+    factorized into two 3x3 (Szegedy et al., 2015), which costs less here.
+    """
+    norm = {"momentum": batch_norm_momentum, "factorize": True}
+    x = stem(x, 32, batch_norm_momentum)
+    x = InceptionModule(16, (16, 32), (8, 8), 8, **norm)(x)
+    x = InceptionModule(32, (32, 48), (8, 16), 16, **norm)(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = InceptionModule(48, (32, 64), (8, 16), 16, **norm)(x)
+    return keras.layers.GlobalAveragePooling2D()(x)
+
+
+BODIES = {"plain": plain, "lenet5": lenet5, "resnet": resnet, "inception": inception}
+
+
+def build_model(input_shape, num_classes, **options):
+    """The CNN as a functional model taking uint8 images, returning probabilities.
+
+    `options` are `ModelConfig`'s fields; those not given take its defaults.
+    `architecture` picks the body (`BODIES`), which reads the options it
+    lists (`uses`).
+    """
+    options = {**dataclasses.asdict(ModelConfig()), **options}
+    architecture = options["architecture"]
+    inputs = keras.Input(input_shape, dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1.0 / 255)(inputs)
+    body = BODIES[architecture]
+    x = body(x, **{k: v for k, v in options.items() if k in uses(architecture)})
+    l2 = options["l2"] if "l2" in uses(architecture) else 0
+    penalty = keras.regularizers.L2(l2) if l2 else None
     x = keras.layers.Dense(num_classes, kernel_regularizer=penalty)(x)
     outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="cnn")
+    return keras.Model(inputs, outputs, name="cnn" if architecture == "plain" else architecture)
+
+
+def uses(architecture):
+    """The model options `architecture`'s body reads."""
+    return tuple(inspect.signature(BODIES[architecture]).parameters)[1:]
 
 
 # --- data ------------------------------------------------------------------
@@ -214,20 +339,22 @@ def export_model(model, class_names, shape, train):
             {"image": images}, files={"labels.txt": class_names}))
 
 
-def run(model_config, train, resume=None, export_enabled=None):
-    """Train, evaluate and export one configuration; returns its metrics."""
+def run(model_config, train, resume=None, export_enabled=None, extra_callbacks=()):
+    """Train, evaluate and export one configuration; returns its metrics.
+
+    `extra_callbacks` join the shared ones (a benchmark's clock)."""
     shape, class_names = dataset_facts(train.dataset)
     validate(model_config, shape)
     run_dir = training.start_run("cnn", model_config, train, resume)
     train_ds, val_ds, test_ds, n_train = training.splits(train)
     model = build_model(shape, len(class_names), **dataclasses.asdict(model_config))
     model.compile(
-        optimizer=training.optimizer(train),
+        optimizer=training.optimizer(train, training.count(train_ds)),
         loss="sparse_categorical_crossentropy", metrics=["accuracy"],
     )
     print(f"[cnn] {model.count_params():,} parameters, {n_train:,} training images", flush=True)
     metrics, history = training.fit_and_evaluate(
-        model, train_ds, val_ds, test_ds, train, run_dir, n_train)
+        model, train_ds, val_ds, test_ds, train, run_dir, n_train, extra_callbacks)
     if train.export if export_enabled is None else export_enabled:
         metrics["export"] = export_model(model, class_names, shape, train)
         training.write_json(os.path.join(run_dir, "metrics.json"), metrics)
@@ -237,46 +364,55 @@ def run(model_config, train, resume=None, export_enabled=None):
     return {**metrics, "run_dir": run_dir, "history": history}
 
 
-# --- comparing activations ---------------------------------------------------
+# --- comparisons --------------------------------------------------------------
 
 
-def compare_activations(model_config, train):
-    """Train every activation with the same seed and budget; table + PNG."""
+def compare(model_config, train, field, values):
+    """Train one model per value of `field` ("activation" or "architecture") with the
+    same seed and budget; a table and a PNG of validation accuracy per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir = training.new_run_dir(train.runs_dir, "cnn-activations")
+    name = f"{field}s"
+    if field == "activation":  # only the plain stack takes an activation
+        model_config = dataclasses.replace(model_config, architecture="plain")
+    shape, _ = dataset_facts(train.dataset)
+    for value in values:  # every configuration is checked before the first trains
+        validate(dataclasses.replace(model_config, **{field: value}), shape)
+    out_dir = training.new_run_dir(train.runs_dir, f"cnn-{name}")
     rows, curves = [], {}
-    for activation in ACTIVATIONS:
-        print(f"\n[cnn] === activation {activation} ===", flush=True)
+    for value in values:
+        print(f"\n[cnn] === {field} {value} ===", flush=True)
+        clock = training.EpochClock()
         with training.released_graphs():
-            result = run(dataclasses.replace(model_config, activation=activation), train,
-                         export_enabled=False)
-        rows.append((activation, result["test_accuracy"], result["parameters"],
-                     result["train_seconds"], result["epochs"]))
-        curves[activation] = result["history"]["val_accuracy"]
+            result = run(dataclasses.replace(model_config, **{field: value}), train,
+                         export_enabled=False, extra_callbacks=[clock])
+        rows.append((value, result["test_accuracy"], result["parameters"],
+                     clock.seconds[-1] / len(clock.seconds), result["epochs"]))
+        curves[value] = result["history"]["val_accuracy"]
     table = [
-        f"Activations on {train.dataset}: same seed ({train.seed}), at most {train.epochs} "
-        f"epochs (early stopping, patience {train.patience}), batch {train.batch_size}, "
-        f"precision {training.resolve_precision(train.precision)}.",
+        f"{field.capitalize()}s on {train.dataset}: same seed ({train.seed}), at most "
+        f"{train.epochs} epochs (early stopping, patience {train.patience}), batch "
+        f"{train.batch_size}, learning rate {train.learning_rate} ({train.schedule}), "
+        f"precision {training.resolve_precision(train.precision)}. Seconds per epoch: "
+        "training only, validation excluded.",
         "",
-        "| activation | test accuracy | parameters | train time (s) | epochs |",
+        f"| {field} | test accuracy | parameters | seconds per epoch | epochs |",
         "|---|---:|---:|---:|---:|",
-        *(f"| {a} | {acc:.4f} | {p:,} | {s:.0f} | {e} |" for a, acc, p, s, e in rows),
+        *(f"| {v} | {acc:.4f} | {p:,} | {s:.1f} | {e} |" for v, acc, p, s, e in rows),
     ]
-    with open(os.path.join(out_dir, "activations.md"), "w") as f:
+    with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
         f.write("\n".join(table) + "\n")
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for activation, values in curves.items():
-        ax.plot(range(1, len(values) + 1), values, marker="o", label=activation)
-    ax.set(xlabel="epoch", ylabel="validation accuracy",
-           title=f"CNN activations on {train.dataset}")
+    for value, accuracies in curves.items():
+        ax.plot(range(1, len(accuracies) + 1), accuracies, marker="o", label=value)
+    ax.set(xlabel="epoch", ylabel="validation accuracy", title=f"CNN {name} on {train.dataset}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "activations.png"), dpi=120)
+    fig.savefig(os.path.join(out_dir, f"{name}.png"), dpi=120)
     print("\n".join(table))
     print(f"[cnn] comparison written to {out_dir}")
     return out_dir
@@ -289,11 +425,16 @@ def parse(argv=None):
         "python -m recipes.cnn", __doc__, ModelConfig(),
         training.TrainConfig(epochs=EPOCHS, patience=PATIENCE, lr_patience=LR_PATIENCE),
         MODEL_HELP)
-    parser.add_argument("--compare-activations", action="store_true",
-                        help=f"train each of {ACTIVATIONS} with the same seed and budget "
-                        f"(--epochs defaults to {COMPARE_EPOCHS} here)")
+    comparisons = parser.add_mutually_exclusive_group()
+    comparisons.add_argument("--compare-activations", action="store_true",
+                             help=f"train each of {ACTIVATIONS} with the same seed and budget "
+                             f"(--epochs defaults to {COMPARE_EPOCHS} here)")
+    comparisons.add_argument("--compare-architectures", action="store_true",
+                             help=f"train each of {ARCHITECTURES} with the same seed and "
+                             f"budget (--epochs defaults to {COMPARE_EPOCHS} here)")
     args = parser.parse_args(argv)
-    if args.compare_activations and not any(a.startswith("--epochs") for a in argv):
+    comparing = args.compare_activations or args.compare_architectures
+    if comparing and not any(a.startswith("--epochs") for a in argv):
         args.epochs = COMPARE_EPOCHS
     return (parser, args, *training.split_args(args, ModelConfig(), training.TrainConfig()))
 
@@ -301,7 +442,10 @@ def parse(argv=None):
 def main(argv=None):
     parser, args, model_config, train = parse(argv)
     if args.compare_activations:
-        training.run_or_exit(parser, compare_activations, model_config, train)
+        training.run_or_exit(parser, compare, model_config, train, "activation", ACTIVATIONS)
+    elif args.compare_architectures:
+        training.run_or_exit(parser, compare, model_config, train, "architecture",
+                             ARCHITECTURES)
     else:
         training.run_or_exit(parser, run, model_config, train, resume=args.resume)
 

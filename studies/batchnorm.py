@@ -52,8 +52,8 @@ class Timeline(keras.callbacks.Callback):
 def one(batch_norm, learning_rate, data, args):
     (x, y), (x_val, y_val), (x_test, y_test) = data
     keras.utils.set_random_seed(args.seed)
-    model = cnn.build_model((28, 28, 1), 10, batch_norm=batch_norm, batch_norm_momentum=0.9,
-                            dropout=0.0, dense_dropout=0.0)
+    model = cnn.build_model((28, 28, 1), 10, **{**cnn.CLASSIC, "dropout": 0.0, "dense_dropout": 0.0},
+                            batch_norm=batch_norm, batch_norm_momentum=0.9)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     timeline = Timeline()

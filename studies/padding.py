@@ -56,7 +56,7 @@ def shifted(images, pixels):
 def one(padding, seed, data, args):
     (x, y), (x_test, y_test) = data
     keras.utils.set_random_seed(seed)
-    model = cnn.build_model((28, 28, 1), 10, padding=padding)
+    model = cnn.build_model((28, 28, 1), 10, **cnn.CLASSIC, padding=padding)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     started = time.perf_counter()

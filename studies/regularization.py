@@ -51,7 +51,8 @@ def one(name, seed, data, args):
     (x, y), (x_val, y_val), (x_test, y_test) = data
     keras.utils.set_random_seed(seed)
     hparams = {k: (args.l2 if v is None else v) for k, v in SETTINGS[name].items()}
-    model = cnn.build_model((28, 28, 1), 10, batch_norm_momentum=0.9, **hparams)
+    model = cnn.build_model((28, 28, 1), 10, **{**cnn.CLASSIC, "batch_norm_momentum": 0.9,
+                                                **hparams})
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     callbacks = [keras.callbacks.EarlyStopping(patience=args.patience, restore_best_weights=True)

@@ -129,3 +129,80 @@ def test_end_to_end_run_writes_a_run_and_a_servable_export(tmp_path, capsys):
     _main(tmp_path)
     assert len(list((tmp_path / "runs" / "cnn").iterdir())) == 2
     assert sorted(os.listdir(tmp_path / "saved_models" / "cnn")) == ["1", "2"]
+
+
+# --- architectures ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("architecture", cnn.ARCHITECTURES)
+def test_every_architecture_outputs_float32_probabilities_under_bf16(architecture):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = cnn.build_model((28, 28, 1), 10, architecture=architecture)
+        images = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1), dtype=np.uint8)
+        probabilities = model(images)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert probabilities.shape == (3, 10) and probabilities.dtype == tf.float32
+    np.testing.assert_allclose(np.sum(probabilities, axis=-1), 1.0, rtol=1e-3)
+
+
+def test_lenet5_is_lecuns_layout():
+    model = cnn.build_model((28, 28, 1), 10, architecture="lenet5")
+    shapes = {layer.name: layer.output.shape[1:] for layer in model.layers}
+    # 28x28 padded to 32x32; 5x5 valid convolutions and 2x2 average pooling.
+    assert shapes["C1"] == (28, 28, 6) and shapes["S2"] == (14, 14, 6)
+    assert shapes["C3"] == (10, 10, 16) and shapes["S4"] == (5, 5, 16)
+    assert shapes["C5"] == (1, 1, 120) and shapes["F6"] == (84,)
+    assert all(model.get_layer(name).activation is keras.activations.tanh
+               for name in ("C1", "C3", "C5", "F6"))
+    # The parameter count of LeNet-5 with a fully connected C3 and 10 outputs.
+    assert model.count_params() == 61_706
+
+
+def test_resnet_and_inception_use_the_blocks_from_layers():
+    resnet = cnn.build_model((28, 28, 1), 10, architecture="resnet", batch_norm_momentum=0.9)
+    blocks = [layer for layer in resnet.layers if type(layer).__name__ == "ResidualBlock"]
+    assert len(blocks) >= 2 and all(block.momentum == 0.9 for block in blocks)
+    inception = cnn.build_model((28, 28, 1), 10, architecture="inception")
+    assert any(type(layer).__name__ == "InceptionModule" for layer in inception.layers)
+
+
+@pytest.mark.parametrize("overrides, shape, message", [
+    ({"architecture": "alexnet"}, (28, 28, 1), "architecture must be one of"),
+    ({"architecture": "lenet5"}, (16, 16, 1), "lenet5 needs images of at least 28x28"),
+    ({"architecture": "inception"}, (2, 2, 1), "at least 4x4"),
+    ({"architecture": "lenet5", "activation": "swish"}, (28, 28, 1),
+     "does not read --activation"),
+    ({"architecture": "resnet", "filters": (8,), "dropout": 0.1}, (28, 28, 1),
+     "does not read --filters, --dropout"),
+    ({"architecture": "resnet", "batch_norm_momentum": 1.5}, (28, 28, 1),
+     "batch_norm_momentum must be in"),
+])
+def test_bad_architecture_config(overrides, shape, message):
+    with pytest.raises(training.ConfigError, match=message):
+        cnn.validate(cnn.ModelConfig(**overrides), shape)
+
+
+def test_unknown_architecture_is_refused_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cnn.main(["--architecture", "vgg16", "--runs-dir", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2
+    assert "architecture must be one of" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("architecture", [a for a in cnn.ARCHITECTURES if a != "plain"])
+def test_each_architecture_trains_and_exports_a_servable_model(architecture, tmp_path):
+    cnn.main(["--architecture", architecture, "--epochs", "1", "--limit", "128",
+              "--batch-size", "64", "--runs-dir", str(tmp_path / "runs"),
+              "--export-dir", str(tmp_path / "saved_models")])
+    (run_dir,) = (tmp_path / "runs" / "cnn").iterdir()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"]["architecture"] == architecture
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    images = np.full((2, 28, 28, 1), 255, np.uint8)
+    served = export.serve_in_fresh_process(metrics["export"], {"image": images})
+    assert served["probabilities"].shape == (2, 10)
+    expected = keras.saving.load_model(run_dir / "model.keras")(images)
+    np.testing.assert_allclose(served["probabilities"], expected, atol=1e-2)
