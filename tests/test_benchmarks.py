@@ -98,3 +98,40 @@ def test_selection_keeps_the_default_only_when_validation_says_so(monkeypatch):
     scores[("--alt",)] = [0.35, 0.40]
     assert selection.check("demo", "runs")["verdict"] == "the default stays"
     assert selection.best_score({"val_accuracy": [0.7, 0.8, 0.75]}, "val_accuracy") == 0.8
+
+
+def test_time_to_accuracy_reads_the_first_epoch_over_each_level_and_judges_the_bar():
+    from benchmarks import time_to_accuracy as tta
+
+    assert tta.first_reached([0.89, 0.91, 0.90, 0.93], [10, 20, 30, 40], 0.90) == 20
+    assert tta.first_reached([0.89, 0.91], [10, 20], 0.94) is None
+
+    def result(reached):
+        return {"reached": {f"{t:.2f}": s for t, s in zip(tta.THRESHOLDS, reached)}}
+
+    verdict = tta.verdict({"keras-io": result([81, None, None, None]),
+                           "default": result([60, 120, 290, 700])})
+    assert [line.split("**")[1] for line in verdict] == ["met", "met", "not met"]
+    verdict = tta.verdict({"keras-io": result([81, None, None, None]),
+                           "default": result([81, 200, 310, 500])})
+    assert [line.split("**")[1] for line in verdict] == ["not met", "not met", "met"]
+
+
+def test_time_to_accuracy_runs_all_three_and_writes_its_report(tmp_path, monkeypatch):
+    import benchmarks
+    from benchmarks import time_to_accuracy as tta
+
+    monkeypatch.setattr(benchmarks, "RESULTS", str(tmp_path / "results"))
+    monkeypatch.setattr(tta, "RESULTS", str(tmp_path / "results"))
+    results = tta.main(["--limit", "256", "--epochs", "1", "--name", "tiny",
+                        "--runs-dir", str(tmp_path / "runs")])
+    assert list(results) == ["keras-io", "previous default", "default"]
+    for r in results.values():
+        assert r["epochs"] == 1 and len(r["test_curve"]) == len(r["seconds"]) == 1
+        assert r["seconds"][0] > 0 and 0 <= r["final_accuracy"] <= 1
+    assert results["previous default"]["model"]["architecture"] == "plain"
+    report = (tmp_path / "results" / "tiny.md").read_text()
+    assert "| keras-io |" in report and "Bar, >= 0.93" in report
+    assert (tmp_path / "results" / "tiny.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "results" / "tiny.json").read_text())
+    assert set(saved["results"]) == set(results) and "machine" in saved
