@@ -52,9 +52,9 @@ DERIVED = ("precision_resolved", "replicas", "global_batch_size")
 #: Fields added after runs were recorded, with the value every run had
 #: before they existed (the RNN's cell activation was always tanh, the CNN had
 #: no L2 penalty; every run trained on one device, unclipped).
-LATER_FIELDS = {"activation": "tanh", "l2": 0.0}
+LATER_FIELDS = {"activation": "tanh", "l2": 0.0, "architecture": "plain", "augment": False}
 LATER_TRAIN_FIELDS = {"strategy": "default", "cpu_replicas": 0, "clipnorm": 0.0,
-                      "train_percent": 100}
+                      "train_percent": 100, "schedule": "constant"}
 
 
 def resolved_config(recipe, command, seed):

@@ -32,7 +32,7 @@ def test_maxout_doubles_the_channels_it_reduces():
 
 
 def test_batch_norm_momentum_reaches_every_batch_norm_layer():
-    model = cnn.build_model((28, 28, 1), 10, filters=(4, 8), dense_units=8,
+    model = cnn.build_model((28, 28, 1), 10, filters=(4, 8), convs_per_block=1, dense_units=8,
                             batch_norm_momentum=0.9)
     norms = [layer for layer in model.layers
              if isinstance(layer, keras.layers.BatchNormalization)]
@@ -52,7 +52,8 @@ def test_mixed_bfloat16_keeps_softmax_float32():
 @pytest.mark.parametrize("overrides, message", [
     ({"activation": "gelu"}, "activation must be one of"),
     ({"filters": (8, 8, 8, 8, 8)}, "shrink a 28x28 image to nothing at block 5"),
-    ({"kernel_size": 7, "padding": "valid", "filters": (8, 8, 8)}, "at block 3"),
+    ({"kernel_size": 7, "padding": "valid", "filters": (8, 8, 8), "convs_per_block": 1},
+     "at block 3"),
     ({"kernel_size": 4}, "kernel_size must be 3, 5 or 7"),
     ({"dropout": 1.0}, "dropout must be in"),
     ({"batch_norm_momentum": 1.0}, "batch_norm_momentum must be in"),
@@ -174,7 +175,7 @@ def test_resnet_and_inception_use_the_blocks_from_layers():
     ({"architecture": "inception"}, (2, 2, 1), "at least 4x4"),
     ({"architecture": "lenet5", "activation": "swish"}, (28, 28, 1),
      "does not read --activation"),
-    ({"architecture": "resnet", "filters": (8,), "dropout": 0.1}, (28, 28, 1),
+    ({"architecture": "resnet", "filters": (8,), "dropout": 0.3}, (28, 28, 1),
      "does not read --filters, --dropout"),
     ({"architecture": "resnet", "batch_norm_momentum": 1.5}, (28, 28, 1),
      "batch_norm_momentum must be in"),
@@ -206,3 +207,14 @@ def test_each_architecture_trains_and_exports_a_servable_model(architecture, tmp
     assert served["probabilities"].shape == (2, 10)
     expected = keras.saving.load_model(run_dir / "model.keras")(images)
     np.testing.assert_allclose(served["probabilities"], expected, atol=1e-2)
+
+
+def test_augmentation_acts_in_training_only_for_every_architecture():
+    images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+    for architecture in cnn.ARCHITECTURES:
+        cnn.validate(cnn.ModelConfig(architecture=architecture, augment=True), (28, 28, 1))
+    model = cnn.build_model((28, 28, 1), 10, augment=True, filters=(4,), dense_units=8,
+                            dropout=0.0, dense_dropout=0.0)
+    assert any(isinstance(layer, keras.layers.RandomTranslation) for layer in model.layers)
+    np.testing.assert_array_equal(model(images, training=False), model(images, training=False))
+    assert not np.allclose(model(images, training=True), model(images, training=True))

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 2,048 images in batches of 64: 32 steps an epoch, about 1-2 s here, so a kill
 # sent as epoch 2 begins lands inside it.
 CNN = ["-m", "recipes.cnn", "--limit", "2048", "--batch-size", "64", "--epochs", "3",
-       "--precision", "float32", "--no-export", "--lr-patience", "1"]
+       "--precision", "float32", "--no-export", "--schedule", "constant", "--lr-patience", "1"]
 STEPS_PER_EPOCH = 2048 // 64
 
 
