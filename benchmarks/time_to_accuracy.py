@@ -1,7 +1,7 @@
 """Time to accuracy on Fashion-MNIST: keras-io's example, the CNN recipe's previous
 default and its default, trained back to back in one run.
 
-    python -m benchmarks.time_to_accuracy          # about 25 minutes here
+    python -m benchmarks.time_to_accuracy          # about 15 minutes here
     python -m benchmarks.time_to_accuracy --limit 512 --epochs 1   # a smoke test
 
 The three learn from the same 54,000 training images (TFDS's train split less
@@ -40,6 +40,7 @@ from benchmarks import RESULTS, write_result
 from benchmarks.throughput import mnist_convnet
 from core import data, training
 from recipes import cnn
+from studies import seconds_to
 
 THRESHOLDS = (0.90, 0.92, 0.93, 0.94)
 BAR_SECONDS = 300  # the issue's bar: >= 0.93 within 5 minutes of training
@@ -68,11 +69,6 @@ class TestCurve(keras.callbacks.Callback):
             self.test_ds, return_dict=True, verbose=0)["accuracy"]))
         print(f"[time_to_accuracy] epoch {epoch + 1}: test accuracy {self.accuracy[-1]:.4f}",
               flush=True)
-
-
-def first_reached(curve, seconds, threshold):
-    """Training seconds at the first epoch whose test accuracy is >= threshold, or None."""
-    return next((s for a, s in zip(curve, seconds) if a >= threshold), None)
 
 
 def test_pipeline(limit):
@@ -110,19 +106,22 @@ def recipe(model_config, train, limit, runs_dir):
             "train": {k: getattr(train, k) for k in PREVIOUS_TRAIN}}
 
 
-def contenders(max_epochs):
-    """(name, how to run it) for the three, in the order they train."""
+def contenders(args):
+    """(name, a function training it) for the three, in the order they train."""
     _, _, default_model, default_train = cnn.parse([])
     previous_train = dataclasses.replace(default_train, **PREVIOUS_TRAIN)
-    cap = (lambda t: dataclasses.replace(t, epochs=min(t.epochs, max_epochs))) if max_epochs \
-        else (lambda t: t)
+
+    def epochs(budget):  # `--epochs` caps every budget (smoke tests)
+        return min(budget, args.epochs or budget)
+
+    def as_recipe(model_config, train):
+        train = dataclasses.replace(train, epochs=epochs(train.epochs), seed=args.seed)
+        return lambda: recipe(model_config, train, args.limit, args.runs_dir)
+
     return [
-        ("keras-io", lambda limit, runs, seed: keras_io(
-            limit, min(KERAS_IO_EPOCHS, max_epochs or KERAS_IO_EPOCHS), seed)),
-        ("previous default", lambda limit, runs, seed: recipe(
-            PREVIOUS_MODEL, dataclasses.replace(cap(previous_train), seed=seed), limit, runs)),
-        ("default", lambda limit, runs, seed: recipe(
-            default_model, dataclasses.replace(cap(default_train), seed=seed), limit, runs)),
+        ("keras-io", lambda: keras_io(args.limit, epochs(KERAS_IO_EPOCHS), args.seed)),
+        ("previous default", as_recipe(PREVIOUS_MODEL, previous_train)),
+        ("default", as_recipe(default_model, default_train)),
     ]
 
 
@@ -203,11 +202,11 @@ def main(argv=None):
     data.info("fashion_mnist")  # a clear error now if the dataset is not prepared
 
     results = {}
-    for name, train in contenders(args.epochs):
+    for name, train in contenders(args):
         print(f"\n[time_to_accuracy] === {name} ===", flush=True)
-        results[name] = train(args.limit, args.runs_dir, args.seed)
+        results[name] = train()
         results[name]["reached"] = {
-            f"{t:.2f}": first_reached(results[name]["test_curve"], results[name]["seconds"], t)
+            f"{t:.2f}": seconds_to(t, results[name]["test_curve"], results[name]["seconds"])
             for t in THRESHOLDS}
 
     lines = table(results)
