@@ -124,6 +124,9 @@ def validate(config, input_shape):
     if len(input_shape) != 3:
         raise training.ConfigError(
             f"the CNN needs images of shape (height, width, channels); got {input_shape}")
+    if not 0 < config.batch_norm_momentum < 1:
+        raise training.ConfigError(
+            f"batch_norm_momentum must be in (0, 1), got {config.batch_norm_momentum}")
     if config.architecture != "plain":
         validate_fixed(config, input_shape)
         return
@@ -143,9 +146,6 @@ def validate(config, input_shape):
             raise training.ConfigError(f"{name} must be in [0, 1), got {getattr(config, name)}")
     if config.l2 < 0:
         raise training.ConfigError(f"l2 must be >= 0, got {config.l2}")
-    if not 0 < config.batch_norm_momentum < 1:
-        raise training.ConfigError(
-            f"batch_norm_momentum must be in (0, 1), got {config.batch_norm_momentum}")
     spatial_sizes(min(input_shape[:2]), config.filters, config.convs_per_block,
                   config.kernel_size, config.strides, config.padding)
 
@@ -165,9 +165,6 @@ def validate_fixed(config, input_shape):
         raise training.ConfigError(
             f"--architecture {name} needs images of at least {MIN_SIDE[name]}x{MIN_SIDE[name]}; "
             f"got {input_shape[0]}x{input_shape[1]}")
-    if not 0 < config.batch_norm_momentum < 1:
-        raise training.ConfigError(
-            f"batch_norm_momentum must be in (0, 1), got {config.batch_norm_momentum}")
 
 
 # --- model -----------------------------------------------------------------
