@@ -13,8 +13,11 @@
   KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT yourself); `python -m
   tuning.launch --workers N ...` starts a chief and N workers on this machine.
 - Results: `trials.md` and `trials.csv` in the search directory, sorted by
-  score; the best model restored from its checkpoint, evaluated once on the
-  test split, and with `--export-best` exported like the recipe's own.
+  score; `trials.png`, each trial's score in the order the trials ran and the
+  best so far; the best model restored from its checkpoint, evaluated once on
+  the test split, and with `--export-best` exported like the recipe's own.
+- TensorBoard: `tensorboard --logdir <dir>/tensorboard` shows every trial as a
+  run, and the HParams tab compares them by hyperparameter.
 """
 
 import argparse
@@ -34,6 +37,7 @@ from tuning.spaces import DEFAULT_DATASETS, RECIPES
 
 TUNERS = ("random", "bayesian", "hyperband", "grid")
 MARKER = "search.json"
+TENSORBOARD = "tensorboard"  # under the search directory; keras-tuner adds <trial>/execution0
 
 
 class SearchError(ValueError):
@@ -90,8 +94,13 @@ def _current_rss_mb():
         return None
 
 
-def make_tuner(kind, hypermodel, objective, directory, project_name, max_trials, epochs, seed):
-    """A keras-tuner tuner of `kind` that logs its trials."""
+def make_tuner(kind, hypermodel, objective, directory, project_name, max_trials, epochs, seed,
+               initial_points=0):
+    """A keras-tuner tuner of `kind` that logs its trials.
+
+    `initial_points`: random trials before Bayesian optimization fits its
+    Gaussian process (0: keras-tuner's default, 3 per hyperparameter).
+    """
     common = dict(objective=objective, seed=seed, directory=directory,
                   project_name=project_name, overwrite=False)
     if kind == "hyperband":
@@ -100,6 +109,8 @@ def make_tuner(kind, hypermodel, objective, directory, project_name, max_trials,
         base = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,
                 "grid": kt.GridSearch}[kind]
         extra = dict(max_trials=max_trials)
+        if kind == "bayesian" and initial_points:
+            extra["num_initial_points"] = initial_points
     tuner_class = type(f"Logged{base.__name__}", (_TrialLog, base), {})
     return tuner_class(hypermodel, **common, **extra)
 
@@ -166,6 +177,64 @@ def _short(value):
     return float(f"{value:.4g}") if isinstance(value, float) else value
 
 
+def history(path, epochs):
+    """The finished trials of the search in `path`, in the order they were created
+    (which is the order they ran in one process): trial id, score, hyperparameters
+    (without Hyperband's bookkeeping), and the epochs the trial trained, which is
+    `epochs` unless Hyperband went on from an earlier trial's checkpoint."""
+    trials = []
+    for name in os.listdir(path):
+        file = os.path.join(path, name, "trial.json")
+        if name.startswith("trial_") and os.path.exists(file):
+            with open(file) as f:
+                trial = json.load(f)
+            if trial["status"] == "COMPLETED" and trial["score"] is not None:
+                trials.append(trial)
+    trials.sort(key=lambda t: int(t["trial_id"]))
+    rows = []
+    for t in trials:
+        values = t["hyperparameters"]["values"]
+        spent = values.get("tuner/epochs", epochs) - values.get("tuner/initial_epoch", 0)
+        rows.append({"trial_id": t["trial_id"], "score": t["score"], "epochs": spent,
+                     "values": {k: v for k, v in values.items()
+                                if not k.startswith("tuner/")}})
+    return rows
+
+
+def best_so_far(scores, direction="max"):
+    pick = max if direction == "max" else min
+    best, out = None, []
+    for score in scores:
+        best = score if best is None else pick(best, score)
+        out.append(best)
+    return out
+
+
+def plot_trials(rows, objective, file, title):
+    """`file`: each trial's score in run order, and the best so far."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    scores = [row["score"] for row in rows]
+    order = range(1, len(rows) + 1)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot(order, scores, "o", color="tab:blue", alpha=0.6, label="trial")
+    ax.step(order, best_so_far(scores, objective.direction), where="post",
+            color="tab:orange", label="best so far")
+    ax.set_xlabel("trial, in the order it ran")
+    ax.set_ylabel(objective.name)
+    ax.set_title(title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(file, dpi=100)
+    plt.close(fig)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m tuning", description=__doc__,
@@ -176,11 +245,17 @@ def build_parser():
                         help="trials to run (random, bayesian, grid; default: 10)")
     parser.add_argument("--epochs", type=int, default=3,
                         help="epochs per trial; Hyperband's max epochs (default: 3)")
+    parser.add_argument("--initial-points", type=int, default=0,
+                        help="bayesian: random trials before the Gaussian process guides the "
+                        "search (default: 0 = keras-tuner's, 3 per hyperparameter)")
     parser.add_argument("--dataset", default=None, help="TFDS name (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=42, help="search seed (default: 42)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--limit", type=int, default=0,
                         help="use at most this many examples per split (0 = all)")
+    parser.add_argument("--train-percent", type=int, default=100,
+                        help="train on this share of the training split, drawn with --seed; "
+                        "validation and test stay whole (default: 100)")
     parser.add_argument("--precision", default="auto", help=f"one of {training.PRECISIONS}")
     parser.add_argument("--dir", default=None,
                         help="search directory (default: tuning_runs/<recipe>/<tuner>)")
@@ -222,6 +297,8 @@ def validate(args):
         raise SearchError(f"--max-trials must be >= 1, got {args.max_trials}")
     if args.epochs < 1:
         raise SearchError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.initial_points < 0:
+        raise SearchError(f"--initial-points must be >= 0, got {args.initial_points}")
 
 
 def search(args):
@@ -232,7 +309,7 @@ def search(args):
     train = training.TrainConfig(
         dataset=args.dataset or DEFAULT_DATASETS[args.recipe], epochs=args.epochs,
         batch_size=args.batch_size, seed=args.seed, precision=args.precision, limit=args.limit,
-        export_dir=args.export_dir)
+        train_percent=args.train_percent, export_dir=args.export_dir)
     training.validate(train)
     path = args.dir or os.path.join("tuning_runs", args.recipe, args.tuner)
     if not is_worker:  # workers share the chief's directory
@@ -242,12 +319,16 @@ def search(args):
     recipe = RECIPES[args.recipe](train)
     directory, project = os.path.split(os.path.abspath(path))
     tuner = make_tuner(args.tuner, RecipeHyperModel(recipe), recipe.objective, directory,
-                       project, args.max_trials, args.epochs, args.seed)
+                       project, args.max_trials, args.epochs, args.seed, args.initial_points)
     print(f"[tuning] {args.tuner} search for {args.recipe} on {train.dataset} in {path} "
           f"({os.environ.get('KERASTUNER_TUNER_ID', 'single process')})", flush=True)
     tuner.search_space_summary()
     fit_kwargs = {} if args.tuner == "hyperband" else {"epochs": args.epochs}
-    tuner.search(verbose=2, **fit_kwargs)
+    # keras-tuner gives each trial its own log directory under this one and adds
+    # the HParams plugin's callback beside it (TensorFlow backend only).
+    board = keras.callbacks.TensorBoard(os.path.join(path, TENSORBOARD), write_graph=False,
+                                        profile_batch=0)
+    tuner.search(verbose=2, callbacks=[board], **fit_kwargs)
     if is_worker:
         return None
     return report(tuner, recipe, path, args)
@@ -256,7 +337,12 @@ def search(args):
 def report(tuner, recipe, path, args):
     """The sorted trial table, the best model on the test split, and its export."""
     rows = trials_table(tuner, path, args.epochs)
-    print(f"[tuning] {len(rows)} trials, best first: {os.path.join(path, 'trials.md')}")
+    if rows:
+        plot_trials(history(path, args.epochs), tuner.oracle.objective,
+                    os.path.join(path, "trials.png"),
+                    f"{args.tuner} search, {args.recipe}: {len(rows)} trials")
+    print(f"[tuning] {len(rows)} trials, best first: {os.path.join(path, 'trials.md')}; "
+          f"in run order: trials.png; tensorboard --logdir {os.path.join(path, TENSORBOARD)}")
     with open(os.path.join(path, "trials.md")) as f:
         print(f.read())
     if not rows:

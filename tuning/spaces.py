@@ -18,6 +18,24 @@ def learning_rate(hp):
     return hp.Float("learning_rate", 3e-4, 3e-3, sampling="log")
 
 
+def registered(recipe):
+    """A `HyperParameters` holding `recipe`'s whole space, in the order a trial
+    defines it (the model's hyperparameters, then the learning rate)."""
+    hp = kt.HyperParameters()
+    recipe.space(hp)
+    learning_rate(hp)
+    return hp
+
+
+def grid_values(hp):
+    """{name: values} that keras-tuner's GridSearch walks for each hyperparameter
+    of `hp`: its default first, then the rest of `values`. A Float without a
+    step has no values of its own; keras-tuner takes 10, at the 5th, 15th, ...,
+    95th percentile of its range on its sampling's scale (log for the learning
+    rate), so a continuous learning rate becomes 11 points on the grid."""
+    return {h.name: [h.default, *(v for v in h.values if v != h.default)] for h in hp.space}
+
+
 class Recipe:
     """The parts every adapter shares; subclasses give the space and the data."""
 
