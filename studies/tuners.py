@@ -53,6 +53,7 @@ trials.png and TensorBoard logs); a study stopped part-way resumes there.
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -68,7 +69,7 @@ BATCH_SIZE = 128
 def search_argv(strategy, seed, args, path, max_trials):
     argv = ["cnn", "--tuner", strategy, "--seed", str(seed), "--dir", path,
             "--batch-size", str(BATCH_SIZE), "--train-percent", str(args.train_percent),
-            "--limit", str(args.limit)]
+            "--limit", str(args.limit), "--skip-test"]
     if strategy == "hyperband":
         return argv + ["--epochs", str(args.max_epochs)]
     argv += ["--epochs", str(args.trial_epochs), "--max-trials", str(max_trials)]
@@ -93,19 +94,22 @@ def run_search(strategy, seed, args, max_trials):
 
 
 def retrained(path, values, seed, args):
-    """`retrain`, once per search: the result is kept in the search's directory."""
+    """`retrain`, once per search: its test accuracy and seconds, kept in the
+    search's directory."""
     file = os.path.join(path, "retrained.json")
     key = {"winner": values, "seed": seed, "retrain_epochs": args.retrain_epochs}
     if os.path.exists(file):
         with open(file) as f:
             kept = json.load(f)
         if {k: kept[k] for k in key} == key:
-            return kept["test_accuracy"]
+            return kept["test_accuracy"], kept["seconds"]
+    start = time.perf_counter()
     test = retrain(values, seed, args)
+    seconds = round(time.perf_counter() - start, 1)
     with open(file + ".tmp", "w") as f:
-        json.dump({**key, "test_accuracy": test}, f)
+        json.dump({**key, "test_accuracy": test, "seconds": seconds}, f)
     os.replace(file + ".tmp", file)
-    return test
+    return test, seconds
 
 
 def retrain(values, seed, args):
@@ -167,7 +171,6 @@ def study(args):
     if args.trial_epochs > args.max_epochs:
         raise studies.StudyError("--trial-epochs must be at most --max-epochs")
     check_searches(args)
-    start = time.perf_counter()
     runs = {}
     for seed in args.seeds:
         budget = None
@@ -177,15 +180,16 @@ def study(args):
             spent = sum(t["epochs"] for t in trials)
             budget = budget or spent
             best = max(trials, key=lambda t: t["score"])
-            test = retrained(path, best["values"], seed, args)
+            test, retrain_seconds = retrained(path, best["values"], seed, args)
             distinct = len({json.dumps(t["values"], sort_keys=True) for t in trials})
             runs.setdefault(strategy, []).append({
-                "seed": seed, "trials": trials, "epochs": spent, "budget": budget,
-                "configurations": distinct, "seconds": round(seconds, 1),
+                "seed": seed, "path": path, "trials": trials, "epochs": spent,
+                "budget": budget, "configurations": distinct, "seconds": round(seconds, 1),
+                "retrain_seconds": retrain_seconds,
                 "best_val": best["score"], "winner": best["values"], "test_accuracy": test})
             print(f"[tuners] {strategy:<9} seed {seed}: {len(trials)} trials, {spent} epochs, "
                   f"best val {best['score']:.4f}, retrained test {test:.4f}", flush=True)
-    report(args, runs, time.perf_counter() - start)
+    report(args, runs)
 
 
 def describe(values):
@@ -212,7 +216,7 @@ def ranking(runs):
     return verdicts
 
 
-def report(args, runs, seconds):
+def report(args, runs):
     plt = studies.pyplot()
     budget = runs["hyperband"][0]["budget"]
     points = _grid_points()
@@ -265,8 +269,9 @@ def report(args, runs, seconds):
     reversed_ = [v for v in verdicts if v[4] == "reversed"]
     lines += ["## Verdict", ""]
     for better, worse, diff, se, status in verdicts:
+        noise = "one seed" if math.isnan(se) else f"standard error {100 * se:.2f}"
         lines.append(f"- {better} vs {worse}: {100 * diff:+.2f} points of retrained test "
-                     f"accuracy (standard error {100 * se:.2f}): "
+                     f"accuracy ({noise}): "
                      + {"holds": "ahead, as the notes say.",
                         "reversed": "**behind**, against the notes.",
                         "tie": "within noise (under 2 standard errors).",
@@ -282,10 +287,11 @@ def report(args, runs, seconds):
             f"{b} vs {w}: {s}" for b, w, _, _, s in verdicts) + " (a tie is a gap under "
             "2 standard errors).")
     lines.append(f"- The notes' ordering, Bayesian > random > grid: {verdict}")
-    trained = sum(r["seconds"] for rs in runs.values() for r in rs)
-    lines.append(f"- Time: the searches' trials took {trained / 60:.0f} minutes in all; this "
-                 f"run of the study (retraining and any search resumed included) "
-                 f"{seconds / 60:.0f}.")
+    searched = sum(r["seconds"] for rs in runs.values() for r in rs)
+    retrained_ = sum(r["retrain_seconds"] for rs in runs.values() for r in rs)
+    lines.append(f"- Time: the searches' trials took {searched / 60:.0f} minutes and the "
+                 f"retraining {retrained_ / 60:.0f} (data loading and each search's start "
+                 "not counted).")
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     epochs = np.arange(1, budget + 1)
@@ -307,11 +313,15 @@ def report(args, runs, seconds):
     bx.set(ylabel="test accuracy", title=f"winners retrained, {args.retrain_epochs} epochs")
     bx.grid(alpha=0.3)
     fig.tight_layout()
-    result = {"seconds": round(seconds, 1), "grid_points": points,
+    result = {"searched_seconds": searched, "retrained_seconds": retrained_,
+              "grid_points": points,
               "verdicts": [{"better": b, "worse": w, "difference": d, "se": s, "status": st}
                            for b, w, d, s, st in verdicts],
               "runs": runs}
     studies.write(args, "tuners", lines, {"tuners": fig}, result)
+    for strategy in STRATEGIES:  # each strategy's first search, trial by trial
+        shutil.copy(os.path.join(runs[strategy][0]["path"], "trials.png"),
+                    os.path.join(args.out, f"tuners_{strategy}_trials.png"))
 
 
 def _grid_points():

@@ -9,7 +9,7 @@ import pytest
 import studies
 from core import training
 from studies import (activations, batchnorm, clipping, data_size, gru_lstm, memory, padding,
-                     regularization)
+                     regularization, tuners)
 
 
 def _written(out, name, pngs):
@@ -48,6 +48,32 @@ def test_study_runs_end_to_end_and_writes_its_table_and_plot(tmp_path, monkeypat
                         lambda name, argv=(), **kw: recipe(name, argv, **{**kw, "epochs": 1}))
     module.main([*argv, "--out", str(tmp_path)])
     _written(str(tmp_path), module.__name__.split(".")[-1], pngs)
+
+
+def test_tuners_study_runs_end_to_end_and_writes_its_table_and_plot(tmp_path):
+    searches = tmp_path / "searches"
+    tuners.main(["--seeds", "42", "--max-epochs", "1", "--trial-epochs", "1",
+                 "--retrain-epochs", "1", "--limit", "128", "--searches", str(searches),
+                 "--out", str(tmp_path)])
+    text = _written(str(tmp_path), "tuners", ["tuners"])
+    assert all(f"| {s} |" in text for s in tuners.STRATEGIES)
+    for strategy in tuners.STRATEGIES:  # ordinary searches, each with its own trials.png
+        assert os.path.isfile(searches / strategy / "seed42" / "trials.png")
+
+
+def test_tuners_verdict_needs_a_gap_beyond_noise():
+    def runs(**accuracies):
+        return {s: [{"test_accuracy": a} for a in accs] for s, accs in accuracies.items()}
+
+    statuses = lambda r: [v[4] for v in tuners.ranking(r)]  # noqa: E731
+    assert statuses(runs(bayesian=[.90, .91, .92], random=[.85, .86, .87],
+                         grid=[.80, .81, .82])) == ["holds", "holds"]
+    assert statuses(runs(bayesian=[.90, .92, .91], random=[.91, .90, .92],
+                         grid=[.95, .96, .94])) == ["tie", "reversed"]
+    assert statuses(runs(bayesian=[.9], random=[.8], grid=[.7])) == ["one seed", "one seed"]
+    curve = tuners.anytime([{"epochs": 2, "score": .5}, {"epochs": 3, "score": .7},
+                            {"epochs": 1, "score": .6}], budget=6)
+    assert np.isnan(curve[0]) and list(curve[1:]) == [.5, .5, .5, .7, .7]
 
 
 def test_gradient_norms_cover_every_layer():

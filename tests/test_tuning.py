@@ -34,6 +34,19 @@ def _trial_values(path):
     return trials
 
 
+def _hparams_tags(logdir):
+    import tensorflow as tf
+
+    tags = set()
+    for root, _, files in os.walk(logdir):
+        for name in files:
+            if name.startswith("events.out.tfevents"):
+                for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
+                    tags |= {v.tag for v in event.summary.value
+                             if v.metadata.plugin_data.plugin_name == "hparams"}
+    return tags
+
+
 def _log(path):
     with open(os.path.join(path, "run_log.jsonl")) as f:
         return [json.loads(line) for line in f]
@@ -44,6 +57,7 @@ def _log(path):
     (["cnn", "--tuner", "evolution"], "unknown tuner 'evolution'"),
     (["cnn", "--max-trials", "0"], "--max-trials must be >= 1"),
     (["cnn", "--chief", "nohost"], "expected HOST:PORT"),
+    (["cnn", "--tuner", "bayesian", "--initial-points", "-1"], "--initial-points must be >= 0"),
 ])
 def test_bad_input(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -71,17 +85,36 @@ def test_directory_of_another_search_is_refused_and_only_wiped_with_overwrite(tm
         search.check_directory(str(other), "cnn", "random", overwrite=False)
 
 
+def _walk(oracle, trials):
+    """Run `trials` trials on `oracle` without training: each scores its learning rate."""
+    points = []
+    for _ in range(trials):
+        trial = oracle.create_trial("tuner0")
+        if trial.status == "STOPPED":
+            break
+        points.append(dict(trial.hyperparameters.values))
+        oracle.update_trial(trial.trial_id, {"val_loss": trial.hyperparameters["learning_rate"]})
+        oracle.end_trial(trial)
+    return points
+
+
 @pytest.mark.parametrize("tuner", ["random", "bayesian"])
 def test_same_seed_same_trials(tuner, tmp_path):
+    """--seed fixes the sequence of points (Bayesian's guided ones included)."""
+    from core import training
+    from tuning import spaces
+
+    recipe = spaces.Upsampling(training.TrainConfig())
     sequences = []
-    for name in ("a", "b"):
-        path = str(tmp_path / name)
-        _run("tuning", "upsampling", "--tuner", tuner, "--max-trials", "3", "--seed", "7",
-             *TINY, "--dir", path)
-        trials = _trial_values(path)
-        sequences.append([trials[key][1] for key in sorted(trials)])
-    assert len(sequences[0]) == 3
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        oracle = search.make_tuner(tuner, search.RecipeHyperModel(recipe), recipe.objective,
+                                   str(tmp_path), name, max_trials=5, epochs=1, seed=seed,
+                                   initial_points=2).oracle
+        oracle.update_space(spaces.registered(recipe))
+        sequences.append(_walk(oracle, 5))
+    assert len(sequences[0]) == 5
     assert sequences[0] == sequences[1]
+    assert sequences[0] != sequences[2]
 
 
 def test_results_table_best_model_and_export(tmp_path):
@@ -95,12 +128,58 @@ def test_results_table_best_model_and_export(tmp_path):
     scores = [float(row["val_accuracy"]) for row in rows]
     assert scores == sorted(scores, reverse=True)
     assert {"activation", "learning_rate", "seconds", "epochs"} <= set(rows[0])
+    assert os.path.getsize(os.path.join(path, "trials.png")) > 1000
+    # TensorBoard: one run per trial, each with the HParams plugin's session summaries.
+    board = os.path.join(path, search.TENSORBOARD)
+    assert sorted(os.listdir(board)) == ["0", "1"]
+    for trial in ("0", "1"):
+        assert "_hparams_/session_start_info" in _hparams_tags(os.path.join(board, trial))
     with open(os.path.join(path, "best.json")) as f:
         best = json.load(f)
     assert 0 <= best["test_accuracy"] <= 1
     served = export.serve_in_fresh_process(best["export"],
                                            {"image": np.zeros((1, 28, 28, 1), np.uint8)})
     assert served["probabilities"].shape == (1, 10)
+
+
+def test_history_is_in_run_order_and_counts_hyperbands_new_epochs_only(tmp_path):
+    trials = {"0": {"tuner/epochs": 1, "tuner/initial_epoch": 0, "lr": 1.0},
+              "10": {"tuner/epochs": 9, "tuner/initial_epoch": 3, "lr": 2.0},
+              "2": {"tuner/epochs": 3, "tuner/initial_epoch": 1, "lr": 3.0}}
+    for i, (trial_id, values) in enumerate(trials.items()):
+        (tmp_path / f"trial_{trial_id}").mkdir()
+        (tmp_path / f"trial_{trial_id}" / "trial.json").write_text(json.dumps(
+            {"trial_id": trial_id, "status": "COMPLETED", "score": 0.5 + i / 10,
+             "hyperparameters": {"values": values}}))
+    rows = search.history(str(tmp_path), epochs=3)
+    assert [r["trial_id"] for r in rows] == ["0", "2", "10"]
+    assert [r["epochs"] for r in rows] == [1, 2, 6]
+    assert rows[0]["values"] == {"lr": 1.0}
+    assert search.best_so_far([0.5, 0.4, 0.7, 0.6]) == [0.5, 0.5, 0.7, 0.7]
+    assert search.best_so_far([0.5, 0.4, 0.7], "min") == [0.5, 0.4, 0.4]
+
+
+def test_grid_walks_every_point_of_its_discrete_space_once(tmp_path):
+    """keras-tuner's grid over the upsampling space: 3 decoders x 2 widths x 11 learning
+    rates (the continuous rate made discrete), each once, then it stops."""
+    import itertools
+    import math
+
+    import keras_tuner as kt
+
+    from core import training
+    from tuning import spaces
+
+    hp = spaces.registered(spaces.Upsampling(training.TrainConfig()))
+    grid = spaces.grid_values(hp)
+    assert len(grid["learning_rate"]) == 11 and grid["learning_rate"][0] == 3e-4
+    oracle = kt.oracles.GridSearchOracle(objective=kt.Objective("val_loss", "min"),
+                                         hyperparameters=hp, max_trials=1000)
+    oracle._set_project_dir(str(tmp_path), "grid")
+    seen = [tuple(sorted(point.items())) for point in _walk(oracle, 1000)]
+    assert len(seen) == len(set(seen)) == math.prod(len(v) for v in grid.values()) == 66
+    assert set(seen) == {tuple(sorted(zip(grid, point)))
+                         for point in itertools.product(*grid.values())}
 
 
 def test_sigkill_mid_trial_then_resume_loses_and_repeats_nothing(tmp_path):

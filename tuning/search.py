@@ -15,7 +15,8 @@
 - Results: `trials.md` and `trials.csv` in the search directory, sorted by
   score; `trials.png`, each trial's score in the order the trials ran and the
   best so far; the best model restored from its checkpoint, evaluated once on
-  the test split, and with `--export-best` exported like the recipe's own.
+  the test split (not with --skip-test), and with `--export-best` exported
+  like the recipe's own.
 - TensorBoard: `tensorboard --logdir <dir>/tensorboard` shows every trial as a
   run, and the HParams tab compares them by hyperparameter.
 """
@@ -264,6 +265,9 @@ def build_parser():
     parser.add_argument("--export-best", action="store_true",
                         help="export the best model to --export-dir after the search")
     parser.add_argument("--export-dir", default="saved_models")
+    parser.add_argument("--skip-test", action="store_true",
+                        help="do not evaluate the best model on the test split (for a search "
+                        "that is one step of a study which reads the test split itself)")
     role = parser.add_mutually_exclusive_group()
     role.add_argument("--chief", metavar="HOST:PORT",
                       help="serve the oracle for distributed workers at HOST:PORT")
@@ -335,7 +339,8 @@ def search(args):
 
 
 def report(tuner, recipe, path, args):
-    """The sorted trial table, the best model on the test split, and its export."""
+    """The sorted trial table and plot, the best model on the test split (unless
+    --skip-test), and its export."""
     rows = trials_table(tuner, path, args.epochs)
     if rows:
         plot_trials(history(path, args.epochs), tuner.oracle.objective,
@@ -348,14 +353,15 @@ def report(tuner, recipe, path, args):
     if not rows:
         return {"trials": 0}
     best_hp = tuner.get_best_hyperparameters(1)[0]
-    best_model = tuner.get_best_models(1)[0]
     kwargs = recipe.space(best_hp)
-    test_ds = recipe.data(kwargs)[2]
-    test = best_model.evaluate(test_ds, return_dict=True, verbose=0)
-    best = {"hyperparameters": best_hp.values, "recipe_kwargs": kwargs,
-            **{f"test_{k}": float(v) for k, v in test.items()}}
-    if args.export_best:
-        best["export"] = recipe.export(best_model, kwargs)
+    best = {"hyperparameters": best_hp.values, "recipe_kwargs": kwargs}
+    if not args.skip_test or args.export_best:
+        best_model = tuner.get_best_models(1)[0]
+        if not args.skip_test:
+            test = best_model.evaluate(recipe.data(kwargs)[2], return_dict=True, verbose=0)
+            best.update({f"test_{k}": float(v) for k, v in test.items()})
+        if args.export_best:
+            best["export"] = recipe.export(best_model, kwargs)
     training.write_json(os.path.join(path, "best.json"), best)
     print(f"[tuning] best: {json.dumps(best, default=str)}", flush=True)
     return best
