@@ -307,6 +307,10 @@ def report(args, runs):
     elif reversed_:
         verdict = ("**does not hold here**: " + "; ".join(
             f"{w} beat {b}" for b, w, *_ in reversed_) + ".")
+    elif any(v[4] == "holds" for v in verdicts):
+        verdict = ("**holds in part**: " + "; ".join(
+            f"{b} > {w}: {'holds' if s == 'holds' else s}" for b, w, _, _, s in verdicts)
+            + " (a tie is a gap under 2 standard errors).")
     else:
         verdict = ("**not shown at this budget**: " + "; ".join(
             f"{b} vs {w}: {s}" for b, w, _, _, s in verdicts) + " (a tie is a gap under "
