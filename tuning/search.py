@@ -203,6 +203,7 @@ def history(path, epochs):
 
 
 def best_so_far(scores, direction="max"):
+    """The best of `scores[:i + 1]` for each i (the highest, or the lowest for "min")."""
     pick = max if direction == "max" else min
     best, out = None, []
     for score in scores:
