@@ -88,9 +88,7 @@ def run_search(strategy, seed, args, max_trials):
     print(f"[tuners] python -m tuning {' '.join(argv)}", flush=True)
     search.search(search.build_parser().parse_args(argv))
     epochs = args.max_epochs if strategy == "hyperband" else args.trial_epochs
-    with open(os.path.join(path, "run_log.jsonl")) as f:
-        seconds = sum(json.loads(line)["seconds"] for line in f)
-    return path, search.history(path, epochs), seconds
+    return path, search.history(path, epochs), sum(search.trial_seconds(path).values())
 
 
 def retrained(path, values, seed, args):
@@ -309,7 +307,7 @@ def report(args, runs):
             f"{w} beat {b}" for b, w, *_ in reversed_) + ".")
     elif any(v[4] == "holds" for v in verdicts):
         verdict = ("**holds in part**: " + "; ".join(
-            f"{b} > {w}: {'holds' if s == 'holds' else s}" for b, w, _, _, s in verdicts)
+            f"{b} > {w}: {s}" for b, w, _, _, s in verdicts)
             + " (a tie is a gap under 2 standard errors).")
     else:
         verdict = ("**not shown at this budget**: " + "; ".join(

@@ -38,6 +38,7 @@ from tuning.spaces import DEFAULT_DATASETS, RECIPES
 
 TUNERS = ("random", "bayesian", "hyperband", "grid")
 MARKER = "search.json"
+RUN_LOG = "run_log.jsonl"  # one line per finished trial: its id, tuner, seconds and memory
 TENSORBOARD = "tensorboard"  # under the search directory; keras-tuner adds <trial>/execution0
 
 
@@ -82,7 +83,7 @@ class _TrialLog:
             "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "current_rss_mb": _current_rss_mb(),
         }
-        with open(os.path.join(self.project_dir, "run_log.jsonl"), "a") as f:
+        with open(os.path.join(self.project_dir, RUN_LOG), "a") as f:
             f.write(json.dumps(line) + "\n")
         return result
 
@@ -137,18 +138,21 @@ def check_directory(path, recipe, tuner, overwrite):
     training.write_json(marker, {"recipe": recipe, "tuner": tuner})
 
 
+def trial_seconds(path):
+    """{trial id: wall seconds} of the finished trials `run_log.jsonl` records."""
+    log = os.path.join(path, RUN_LOG)
+    if not os.path.exists(log):
+        return {}
+    with open(log) as f:
+        return {entry["trial_id"]: entry["seconds"] for entry in map(json.loads, f)}
+
+
 def trials_table(tuner, path, epochs):
     """Write trials.md and trials.csv (best first) and return the rows.
 
     `epochs` is what each trial trained for, unless Hyperband says otherwise.
     """
-    times = {}
-    log = os.path.join(path, "run_log.jsonl")
-    if os.path.exists(log):
-        with open(log) as f:
-            for line in f:
-                entry = json.loads(line)
-                times[entry["trial_id"]] = entry["seconds"]
+    times = trial_seconds(path)
     objective = tuner.oracle.objective
     trials = [t for t in tuner.oracle.trials.values() if t.score is not None]
     trials.sort(key=lambda t: t.score, reverse=objective.direction == "max")

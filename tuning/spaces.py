@@ -22,8 +22,7 @@ def registered(recipe):
     """A `HyperParameters` holding `recipe`'s whole space, in the order a trial
     defines it (the model's hyperparameters, then the learning rate)."""
     hp = kt.HyperParameters()
-    recipe.space(hp)
-    learning_rate(hp)
+    recipe.define(hp)
     return hp
 
 
@@ -64,10 +63,15 @@ class Recipe:
             self._data[key] = self.make_data(kwargs)
         return self._data[key]
 
+    def define(self, hp):
+        """The point `hp` names: the model's keyword arguments, and the learning rate
+        (defined last, so a grid turns it fastest)."""
+        return self.space(hp), learning_rate(hp)
+
     def build(self, hp):
-        kwargs = self.space(hp)
+        kwargs, rate = self.define(hp)
         model = self.model(kwargs)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate(hp)), loss=self.loss,
+        model.compile(optimizer=keras.optimizers.Adam(rate), loss=self.loss,
                       metrics=list(self.metrics))
         return model
 
