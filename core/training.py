@@ -49,6 +49,7 @@ class TrainConfig:
 
     dataset: str = "fashion_mnist"
     epochs: int = 10
+    steps_per_epoch: int = 0
     batch_size: int = 128
     learning_rate: float = 1e-3
     schedule: str = "constant"
@@ -73,6 +74,9 @@ class TrainConfig:
     HELP = {
         "dataset": "TFDS name",
         "epochs": "maximum epochs (early stopping may end sooner)",
+        "steps_per_epoch": "optimizer steps in an epoch, the unit of --epochs, --patience and "
+        "the schedule's warm-up; validation runs after each (0 = one pass over the training "
+        "split)",
         "schedule": "learning rate over training: constant, or cosine (one epoch of linear "
         "warm-up from 0 to --learning-rate, then a cosine decay to 0 at --epochs; "
         "Loshchilov & Hutter 2017)",
@@ -179,6 +183,9 @@ def validate(train):
         raise ConfigError(f"epochs must be >= 1, got {train.epochs}")
     if train.batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {train.batch_size}")
+    if train.steps_per_epoch < 0:
+        raise ConfigError(
+            f"steps_per_epoch must be >= 0 (0 = one pass), got {train.steps_per_epoch}")
     if not train.learning_rate > 0:
         raise ConfigError(f"learning_rate must be > 0, got {train.learning_rate}")
     if train.schedule not in SCHEDULES:
@@ -430,6 +437,11 @@ def run_or_exit(parser, action, *args, **kwargs):
         parser.exit(2, f"error: {err}\n")
 
 
+def steps_per_epoch(train, train_ds):
+    """`--steps-per-epoch`, or the batches in one pass over `train_ds`."""
+    return train.steps_per_epoch or count(train_ds)
+
+
 def count(ds):
     """Examples in a finite dataset (cheap after `cache`)."""
     n = int(ds.cardinality())
@@ -617,6 +629,9 @@ def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_
                      extra_callbacks=(), evaluate=None):
     """Fit with the shared callbacks, evaluate on test once, write metrics.json.
 
+    An epoch is one pass over `train_ds` (`examples_per_epoch` examples), or
+    `--steps-per-epoch` batches of the same endless stream.
+
     `evaluate(model, test_ds)` returns the test metrics as a dict (default:
     the compiled loss and metrics, as `test_<name>`); it is the one read of
     the test split in a run.
@@ -643,7 +658,9 @@ def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_
     # depends on the seed alone, and a resumed run skips the batches already
     # trained on (Keras's own iterator per epoch draws a new order each time,
     # which a new process cannot replay).
-    steps = count(train_ds)
+    steps = steps_per_epoch(train, train_ds)
+    if train.steps_per_epoch:  # a share of a pass, or several
+        examples_per_epoch = examples_per_epoch * steps / count(train_ds)
     stream = train_ds.repeat().skip(initial_epoch * steps)
     fit = loop.fit if train.strategy == "multi_worker" else keras.Model.fit
     extra = ({"strategy": strategy, "validation_steps": count(val_ds)} if fit is loop.fit

@@ -151,3 +151,19 @@ def test_resumed_history_and_metrics_count_every_epoch(tmp_path):
     assert seen == [2, 3]
     assert metrics["epochs"] == 4 and len(history["loss"]) == 4
     assert len(_read(str(tmp_path), "history.json")["val_loss"]) == 4
+
+
+def test_an_epoch_of_steps_may_end_inside_a_pass(tmp_path):
+    """`--steps-per-epoch`: epochs of 3 batches over a 4-batch split, so the second
+    epoch spans two passes; speed counts the examples actually seen."""
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((x, (x[:, 0] > 0).astype("int64"))).batch(16)
+    train = training.TrainConfig(epochs=3, steps_per_epoch=3, patience=10)
+    clock = training.EpochClock()
+    metrics, _ = training.fit_and_evaluate(_tiny_model(), ds, ds, ds, train, str(tmp_path), 64,
+                                           extra_callbacks=[clock])
+    assert clock.steps == [3, 3, 3] and metrics["epochs"] == 3
+    # 9 batches of 16 seen: 144 examples over the run's seconds, not 3 passes of 64.
+    assert metrics["examples_per_second"] * metrics["train_seconds"] == pytest.approx(144, rel=0.02)
+    assert training.steps_per_epoch(train, ds) == 3
+    assert training.steps_per_epoch(training.TrainConfig(), ds) == 4
