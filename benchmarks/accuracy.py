@@ -52,9 +52,10 @@ DERIVED = ("precision_resolved", "replicas", "global_batch_size")
 #: Fields added after runs were recorded, with the value every run had
 #: before they existed (the RNN's cell activation was always tanh, the CNN had
 #: no L2 penalty; every run trained on one device, unclipped).
-LATER_FIELDS = {"activation": "tanh", "l2": 0.0, "architecture": "plain", "augment": False}
+LATER_FIELDS = {"activation": "tanh", "l2": 0.0, "architecture": "plain", "augment": False,
+                "standardize": "strip_punctuation"}
 LATER_TRAIN_FIELDS = {"strategy": "default", "cpu_replicas": 0, "clipnorm": 0.0,
-                      "train_percent": 100, "schedule": "constant"}
+                      "train_percent": 100, "schedule": "constant", "steps_per_epoch": 0}
 
 
 def resolved_config(recipe, command, seed):

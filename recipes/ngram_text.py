@@ -30,6 +30,7 @@ class ModelConfig:
     vocabulary_size: int = 20_000
     ngrams: int = 2
     dropout: float = 0.0
+    standardize: str = "strip_punctuation"
 
     HELP = {
         "vocabulary_size": "features: the most frequent 1- to n-grams of the training split",

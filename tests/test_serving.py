@@ -34,6 +34,8 @@ def exports(tmp_path_factory):
     paths = {}
     for name, (recipe, flags) in TINY.items():
         recipe.main([*flags, "--epochs", "1", "--limit", "256", "--batch-size", "64",
+                     *(["--sequence-length", "64", "--steps-per-epoch", "4"]
+                       if name.endswith("_text") else []),
                      "--runs-dir", str(root / "runs"), "--export-dir", str(root / "saved_models"),
                      "--export-format", FORMATS])
         paths[name] = str(root / "saved_models" / name / "1")

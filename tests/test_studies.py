@@ -43,9 +43,9 @@ def test_study_runs_end_to_end_and_writes_its_table_and_plot(tmp_path, monkeypat
     monkeypatch.setattr(studies, "images",
                         lambda split, limit=0, **kw: real(split, limit=min(limit or 512, 512),
                                                           **kw))
-    recipe = studies.text_recipe  # and a text recipe trains one epoch
-    monkeypatch.setattr(studies, "text_recipe",
-                        lambda name, argv=(), **kw: recipe(name, argv, **{**kw, "epochs": 1}))
+    recipe = studies.text_recipe  # and a text recipe trains one epoch of 2 steps
+    monkeypatch.setattr(studies, "text_recipe", lambda name, argv=(), **kw: recipe(
+        name, argv, **{**kw, "epochs": 1, "steps_per_epoch": 2}))
     module.main([*argv, "--out", str(tmp_path)])
     _written(str(tmp_path), module.__name__.split(".")[-1], pngs)
 

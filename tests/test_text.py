@@ -5,9 +5,10 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from core import data, export, text, training
-from recipes import ngram_text, rnn_text, transformer_text
+from recipes import cnn_text, ngram_text, rnn_text, transformer_text
 
 IDS = np.random.default_rng(0).integers(0, 50, (3, 12))
 IDS[:, 8:] = 0  # padding
@@ -51,6 +52,42 @@ def test_transformer_builds_binary_and_multiclass():
         assert model(IDS).shape == (3, num_classes)
 
 
+def test_cnn_has_a_branch_per_width_and_handles_texts_shorter_than_its_kernels():
+    for num_classes, widths in ((2, (3, 4, 5)), (6, (2,))):
+        model = cnn_text.build_model(50, 4, num_classes, embedding_dim=8, kernel_sizes=widths,
+                                     filters=5)
+        convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv1D)]
+        assert sorted(c.kernel_size[0] for c in convolutions) == sorted(widths)
+        probabilities = model(IDS[:, :4])  # 4 tokens, widest kernel 5
+        assert probabilities.shape == (3, num_classes)
+        np.testing.assert_allclose(np.sum(probabilities, axis=-1), 1.0, rtol=1e-5)
+
+
+def test_length_from_data_covers_most_texts_in_multiples_of_eight():
+    assert text.length_from_data([10] * 95 + [500] * 5) == 16  # 95th percentile 10 -> 16
+    assert text.length_from_data([1, 2, 3]) == 8                # at least 8
+    assert text.length_from_data([5_000] * 10) == 256           # at most 256
+
+
+def test_sequence_length_zero_comes_from_the_training_texts():
+    texts = tf.data.Dataset.from_tensor_slices(["a b c"] * 19 + ["a " * 100])
+    vectorizer = text.make_vectorizer(texts, 50, sequence_length=0)
+    assert text.sequence_length(vectorizer) == 8
+    vocabulary = vectorizer.get_vocabulary()
+    assert vocabulary[:3] == ["", "[UNK]", "a"]  # padding, out-of-vocabulary, most frequent
+    np.testing.assert_array_equal(vectorizer(tf.constant(["c b zzz"])).numpy()[0, :4],
+                                  [vocabulary.index("c"), vocabulary.index("b"), 1, 0])
+
+
+def test_split_punctuation_keeps_marks_as_tokens():
+    texts = tf.data.Dataset.from_tensor_slices(["Why? Who!", "why"])
+    split = text.make_vectorizer(texts, 50, 6, standardize="split_punctuation")
+    strip = text.make_vectorizer(texts, 50, 6)
+    assert {"why", "?", "!"} <= set(split.get_vocabulary())
+    assert "?" not in strip.get_vocabulary()
+    assert (split(tf.constant(["why?"])).numpy() != split(tf.constant(["why"])).numpy()).any()
+
+
 def test_rnn_serving_copy_has_no_cudnn_kernels_and_same_outputs():
     model = rnn_text.build_model(50, 12, 2, cell="lstm", embedding_dim=8, units=4, num_layers=2)
     copy = rnn_text.portable_copy(model)
@@ -69,7 +106,11 @@ def test_rnn_serving_copy_has_no_cudnn_kernels_and_same_outputs():
     (ngram_text, ["--ngrams", "0"], "ngrams must be >= 1"),
     (ngram_text, ["--export-format", "onnx"], "exports a SavedModel only"),
     (rnn_text, ["--vocabulary-size", "1"], "vocabulary_size must be >= 2"),
-    (rnn_text, ["--sequence-length", "0"], "sequence_length must be >= 1"),
+    (rnn_text, ["--sequence-length", "-1"], "sequence_length must be >= 1"),
+    (rnn_text, ["--standardize", "none"], "standardize must be one of"),
+    (cnn_text, ["--kernel-sizes", "3,0"], "kernel_sizes must be"),
+    (cnn_text, ["--dropout", "1"], "dropout must be in"),
+    (rnn_text, ["--steps-per-epoch", "-1"], "steps_per_epoch must be >= 0"),
     (rnn_text, ["--dataset", "fashion_mnist"], "need a text dataset"),
     (transformer_text, ["--num-heads", "3"], "multiple of num_heads"),
     (transformer_text, ["--dataset", "no_such_dataset"], "Unknown dataset"),
@@ -103,11 +144,13 @@ def _awkward_batch(size):
     (rnn_text, ["--cell", "simple", "--activation", "relu", "--units", "8",
                 "--embedding-dim", "8"]),
     (ngram_text, []),
+    (cnn_text, ["--embedding-dim", "8", "--filters", "4", "--standardize", "split_punctuation"]),
     (transformer_text, ["--embedding-dim", "8", "--num-heads", "2", "--intermediate-dim", "16",
                         "--num-blocks", "1"]),
 ])
 def test_tiny_run_exports_a_model_that_takes_raw_strings(recipe, flags, tmp_path):
-    recipe.main([*flags, "--epochs", "1", "--limit", "200", "--batch-size", "64",
+    recipe.main([*flags, "--epochs", "1", "--steps-per-epoch", "3", "--limit", "200",
+                 "--batch-size", "64",
                  "--vocabulary-size", "300", "--runs-dir", str(tmp_path / "runs"),
                  "--export-dir", str(tmp_path / "saved_models")])
     (name,) = os.listdir(tmp_path / "saved_models")

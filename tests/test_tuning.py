@@ -11,8 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from core import export
-from tuning import search
+import keras_tuner as kt
+
+from core import export, text, training
+from tuning import search, spaces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--epochs", "1", "--limit", "128", "--batch-size", "64"]
@@ -224,3 +226,14 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
     assert all(status == "COMPLETED" for status, _ in _trial_values(path).values())
     with open(os.path.join(path, "trials.csv")) as f:
         assert len(list(csv.DictReader(f))) == 4
+
+
+@pytest.mark.parametrize("name", ["rnn_text", "transformer_text", "cnn_text"])
+def test_text_spaces_build_at_their_defaults_with_the_datas_sequence_length(name):
+    train = training.TrainConfig(dataset="rt_snippets", limit=64)
+    recipe = spaces.RECIPES[name](train)
+    kwargs, _ = recipe.define(kt.HyperParameters())
+    model = recipe.model(kwargs)
+    length = model.inputs[0].shape[1]
+    assert length == (kwargs["sequence_length"] or text.sequence_length(recipe.data(kwargs)[3]))
+    assert model(np.zeros((2, length), "int64")).shape == (2, 2)

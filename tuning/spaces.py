@@ -11,7 +11,7 @@ import keras
 import keras_tuner as kt
 
 from core import text, training
-from recipes import cnn, rnn_text, transformer_text, upsampling
+from recipes import cnn, cnn_text, rnn_text, transformer_text, upsampling
 
 
 def learning_rate(hp):
@@ -131,10 +131,11 @@ class _Text(Recipe):
         return train_ds, val_ds, test_ds, vectorizer
 
     def model(self, kwargs):
-        vectorizer = self.data(kwargs)[3]
+        vectorizer = self.data(kwargs)[3]  # sequence_length 0: the data's own
         return self.module.build_model(
             num_classes=len(self.class_names),
-            **{**kwargs, "vocabulary_size": vectorizer.vocabulary_size()})
+            **{**kwargs, "vocabulary_size": vectorizer.vocabulary_size(),
+               "sequence_length": text.sequence_length(vectorizer)})
 
     def export(self, model, kwargs):
         return text.export_text_model(self.name, self.export_copy(model), self.data(kwargs)[3],
@@ -173,6 +174,23 @@ class TransformerText(_Text):
         }
 
 
+class CNNText(_Text):
+    name = "cnn_text"
+    module = cnn_text
+    #: Kernel widths, named: keras-tuner's choices are scalars.
+    WIDTHS = {"3,4,5": (3, 4, 5), "2,3,4": (2, 3, 4), "1,2,3": (1, 2, 3)}
+
+    def space(self, hp):
+        return {
+            "embedding_dim": hp.Choice("embedding_dim", [64, 128, 256]),
+            "kernel_sizes": self.WIDTHS[hp.Choice("kernel_sizes", list(self.WIDTHS))],
+            "filters": hp.Choice("filters", [50, 100, 200]),
+            "dropout": hp.Float("dropout", 0.2, 0.6, step=0.1, default=0.5),
+            "vocabulary_size": text.TextConfig.vocabulary_size,
+            "sequence_length": text.TextConfig.sequence_length,
+        }
+
+
 class Upsampling(Recipe):
     name = "upsampling"
     objective = kt.Objective("val_loss", "min")
@@ -202,6 +220,7 @@ class Upsampling(Recipe):
         return upsampling.export_model(model, self.shape, self.train)
 
 
-RECIPES = {r.name: r for r in (CNN, RNNText, TransformerText, Upsampling)}
+RECIPES = {r.name: r for r in (CNN, RNNText, TransformerText, CNNText, Upsampling)}
 DEFAULT_DATASETS = {"cnn": "fashion_mnist", "upsampling": "fashion_mnist",
-                    "rnn_text": "rt_snippets", "transformer_text": "rt_snippets"}
+                    "rnn_text": "rt_snippets", "transformer_text": "rt_snippets",
+                    "cnn_text": "rt_snippets"}
