@@ -83,14 +83,13 @@ def table(runs, recipes, corpora):
         cells = []
         for corpus in corpora:
             for recipe in recipes:
-                scores = [runs[k]["best_val_accuracy"] for seed in CORPORA[corpus]
-                          if (k := key(recipe, corpus, step, seed)) in runs]
-                if not scores:
+                found = [runs[k] for seed in CORPORA[corpus]
+                         if (k := key(recipe, corpus, step, seed)) in runs]
+                if not found:
                     cells.append("not run")
                     continue
-                mean = statistics.mean(scores)
-                seconds = statistics.mean(runs[key(recipe, corpus, step, seed)]["train_seconds"]
-                                          for seed in CORPORA[corpus][:len(scores)])
+                mean = statistics.mean(r["best_val_accuracy"] for r in found)
+                seconds = statistics.mean(r["train_seconds"] for r in found)
                 gain = previous.get((corpus, recipe))
                 delta = "" if gain is None else f" ({100 * (mean - gain):+.1f})"
                 cells.append(f"{mean:.4f}{delta}, {seconds:.0f} s")

@@ -111,14 +111,10 @@ def make_vectorizer(train_texts, vocabulary_size, sequence_length=None, ngrams=N
         "strip_punctuation": "lower_and_strip_punctuation",
         "split_punctuation": split_punctuation}[standardize])
     batches = train_texts.batch(1024)
-    if ngrams:
-        vectorizer = keras.layers.TextVectorization(ngrams=ngrams, output_mode="tf_idf",
-                                                    **options)
-        vectorizer.adapt(batches)
-        return vectorizer
-    if sequence_length:
-        vectorizer = keras.layers.TextVectorization(output_sequence_length=sequence_length,
-                                                    **options)
+    if ngrams or sequence_length:
+        shape = ({"ngrams": ngrams, "output_mode": "tf_idf"} if ngrams
+                 else {"output_sequence_length": sequence_length})
+        vectorizer = keras.layers.TextVectorization(**shape, **options)
         vectorizer.adapt(batches)
         return vectorizer
     ragged = keras.layers.TextVectorization(ragged=True, **options)
