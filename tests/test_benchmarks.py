@@ -136,3 +136,36 @@ def test_time_to_accuracy_runs_all_three_and_writes_its_report(tmp_path, monkeyp
     assert (tmp_path / "results" / "tiny.png").stat().st_size > 0
     saved = json.loads((tmp_path / "results" / "tiny.json").read_text())
     assert set(saved["results"]) == set(results) and "machine" in saved
+
+
+def test_text_defaults_resumes_and_runs_the_cap_only_where_it_binds(tmp_path, monkeypatch):
+    import studies
+    from benchmarks import text_defaults as bench
+
+    calls = []
+
+    def fake(recipe, argv, limit=0):
+        calls.append((recipe, argv))
+        length = 128 if argv[-2:] == ["--sequence-length", "128"] else 64
+        return {"history": {"val_accuracy": [0.5, 0.9 if length == 128 else 0.8]},
+                "train_seconds": 1.0, "epochs": 2, "sequence_length": length}
+
+    monkeypatch.setattr(studies, "text_recipe", fake)
+    out = str(tmp_path / "text_defaults.json")
+    first = bench.key("cnn_text", "reuters_r8", 0, 42)
+    (tmp_path / "text_defaults.json").write_text(json.dumps({"runs": {first: {
+        "best_val_accuracy": 0.7, "train_seconds": 1.0, "epochs": 6, "sequence_length": 64}}}))
+    lines = bench.main(["--recipes", "cnn_text", "--corpora", "reuters_r8,rt_snippets",
+                        "--out", out])
+    steps = [argv for recipe, argv in calls if "reuters_r8" in argv]
+    assert len(steps) == 5  # steps 2-5 and the cap; step 1 was already done
+    assert steps[3][-2:] == ["--sequence-length", "128"]  # the cap comes right after step 4
+    assert not any(argv[-2:] == ["--sequence-length", "128"] for _, argv in calls
+                   if "rt_snippets" in argv)
+    rows = {line.split(" | ")[0]: line for line in lines}
+    assert "0.7000, 1 s" in rows["| 1. before"]
+    assert "0.9000 (+10.0)" in rows[f"| {bench.CAP[0]}"] and "n/a" in rows[f"| {bench.CAP[0]}"]
+    # Step 5 is measured against step 4, not against the alternative.
+    assert "0.8000 (+0.0)" in rows["| 5. punctuation as tokens"]
+    assert json.loads((tmp_path / "text_defaults.json").read_text())["runs"][first][
+        "epochs"] == 6  # kept, not re-run
