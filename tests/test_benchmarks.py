@@ -155,13 +155,16 @@ def test_text_defaults_resumes_and_runs_the_cap_only_where_it_binds(tmp_path, mo
     first = bench.key("cnn_text", "reuters_r8", 0, 42)
     (tmp_path / "text_defaults.json").write_text(json.dumps({"runs": {first: {
         "best_val_accuracy": 0.7, "train_seconds": 1.0, "epochs": 6, "sequence_length": 64}}}))
-    lines = bench.main(["--recipes", "cnn_text", "--corpora", "reuters_r8,rt_snippets",
-                        "--out", out])
+    lines = bench.main(["--recipes", "cnn_text", "--corpora",
+                        "reuters_r8,rt_snippets,health_tweets_10pct", "--out", out])
     steps = [argv for recipe, argv in calls if "reuters_r8" in argv]
     assert len(steps) == 5  # steps 2-5 and the cap; step 1 was already done
     assert steps[3][-2:] == ["--sequence-length", "128"]  # the cap comes right after step 4
     assert not any(argv[-2:] == ["--sequence-length", "128"] for _, argv in calls
                    if "rt_snippets" in argv)
+    tenth = [argv for _, argv in calls if "health_tweets" in argv]
+    assert len(tenth) == 5 and all(argv[:4] == ["--dataset", "health_tweets", "--train-percent",
+                                                "10"] for argv in tenth)
     rows = {line.split(" | ")[0]: line for line in lines}
     assert "0.7000, 1 s" in rows["| 1. before"]
     assert "0.9000 (+10.0)" in rows[f"| {bench.CAP[0]}"] and "n/a" in rows[f"| {bench.CAP[0]}"]
