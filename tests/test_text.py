@@ -79,10 +79,11 @@ def test_sequence_length_zero_comes_from_the_training_texts():
                                   [vocabulary.index("c"), vocabulary.index("b"), 1, 0])
 
 
-def test_split_punctuation_keeps_marks_as_tokens():
+def test_split_punctuation_keeps_marks_as_tokens_by_default():
     texts = tf.data.Dataset.from_tensor_slices(["Why? Who!", "why"])
-    split = text.make_vectorizer(texts, 50, 6, standardize="split_punctuation")
-    strip = text.make_vectorizer(texts, 50, 6)
+    split = text.make_vectorizer(texts, 50, 6)
+    strip = text.make_vectorizer(texts, 50, 6, standardize="strip_punctuation")
+    assert text.TextConfig().standardize == "split_punctuation"
     assert {"why", "?", "!"} <= set(split.get_vocabulary())
     assert "?" not in strip.get_vocabulary()
     assert (split(tf.constant(["why?"])).numpy() != split(tf.constant(["why"])).numpy()).any()
@@ -144,7 +145,7 @@ def _awkward_batch(size):
     (rnn_text, ["--cell", "simple", "--activation", "relu", "--units", "8",
                 "--embedding-dim", "8"]),
     (ngram_text, []),
-    (cnn_text, ["--embedding-dim", "8", "--filters", "4", "--standardize", "split_punctuation"]),
+    (cnn_text, ["--embedding-dim", "8", "--filters", "4", "--standardize", "strip_punctuation"]),
     (transformer_text, ["--embedding-dim", "8", "--num-heads", "2", "--intermediate-dim", "16",
                         "--num-blocks", "1"]),
 ])
