@@ -92,8 +92,12 @@ def key(recipe, corpus, step, seed):
 def table(runs, recipes, corpora):
     """Markdown: a row per step, a column per corpus and recipe (mean best validation
     accuracy over seeds, and its gain over the row above)."""
-    head = " | ".join(f"{corpus}: {RECIPES[r]}" for corpus in corpora for r in recipes)
-    lines = [f"| step | {head} |", "|---|" + "---:|" * (len(corpora) * len(recipes))]
+    if len(corpora) == 1:
+        first, head = f"{corpora[0]}: step", " | ".join(RECIPES[r] for r in recipes)
+    else:
+        first = "step"
+        head = " | ".join(f"{corpus}: {RECIPES[r]}" for corpus in corpora for r in recipes)
+    lines = [f"| {first} | {head} |", "|---|" + "---:|" * (len(corpora) * len(recipes))]
     previous = {}
     rows = [(step, f"{step + 1}. {name}") for step, (name, _) in enumerate(STEPS)]
     for step, row in rows[:4] + [("cap", CAP[0])] + rows[4:]:
@@ -159,10 +163,10 @@ def main(argv=None):
                     }
                     print(f"[{NAME}] {k}: {runs[k]}", flush=True)
                     _write(args.out, runs)
-    lines = table(runs, recipes, corpora)
+    lines = [line for corpus in corpora for line in [*table(runs, recipes, [corpus]), ""]]
     print("\n".join(lines))
     with open(args.out[:-len(".json")] + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(lines))
     return lines
 
 

@@ -155,8 +155,10 @@ def test_text_defaults_resumes_and_runs_the_cap_only_where_it_binds(tmp_path, mo
     first = bench.key("cnn_text", "reuters_r8", 0, 42)
     (tmp_path / "text_defaults.json").write_text(json.dumps({"runs": {first: {
         "best_val_accuracy": 0.7, "train_seconds": 1.0, "epochs": 6, "sequence_length": 64}}}))
-    lines = bench.main(["--recipes", "cnn_text", "--corpora",
-                        "reuters_r8,rt_snippets,health_tweets_10pct", "--out", out])
+    bench.main(["--recipes", "cnn_text", "--corpora", "reuters_r8,rt_snippets,health_tweets_10pct",
+                "--out", out])
+    runs = json.loads((tmp_path / "text_defaults.json").read_text())["runs"]
+    lines = bench.table(runs, ["cnn_text"], ["reuters_r8", "rt_snippets"])
     steps = [argv for recipe, argv in calls if "reuters_r8" in argv]
     assert len(steps) == 5  # steps 2-5 and the cap; step 1 was already done
     assert steps[3][-2:] == ["--sequence-length", "128"]  # the cap comes right after step 4
@@ -170,5 +172,4 @@ def test_text_defaults_resumes_and_runs_the_cap_only_where_it_binds(tmp_path, mo
     assert "0.9000 (+10.0)" in rows[f"| {bench.CAP[0]}"] and "n/a" in rows[f"| {bench.CAP[0]}"]
     # Step 5 is measured against step 4, not against the alternative.
     assert "0.8000 (+0.0)" in rows["| 5. punctuation as tokens"]
-    assert json.loads((tmp_path / "text_defaults.json").read_text())["runs"][first][
-        "epochs"] == 6  # kept, not re-run
+    assert runs[first]["epochs"] == 6  # kept, not re-run
