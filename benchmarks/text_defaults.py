@@ -8,7 +8,8 @@ over the training split, early stopping after 2 flat passes, a constant
 learning rate, every text cut at 64 tokens, punctuation dropped. On a small
 corpus a pass is a few dozen steps, so training stopped long before it
 converged; on a long-text corpus 64 tokens is the first paragraph. The
-changes, applied one after another (each row keeps the ones above it):
+changes, applied one after another (each row keeps the ones above it; the
+last is today's defaults):
 
 1. before: the old defaults;
 2. budget in steps: an epoch is 100 optimizer steps whatever the corpus
