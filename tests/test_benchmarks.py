@@ -173,3 +173,7 @@ def test_text_defaults_resumes_and_runs_the_cap_only_where_it_binds(tmp_path, mo
     # Step 5 is measured against step 4, not against the alternative.
     assert "0.8000 (+0.0)" in rows["| 5. punctuation as tokens"]
     assert runs[first]["epochs"] == 6  # kept, not re-run
+    # A run over some corpora rewrites the .md whole, not with only the ones it ran.
+    bench.main(["--recipes", "cnn_text", "--corpora", "rt_snippets", "--out", out])
+    report = (tmp_path / "text_defaults.md").read_text()
+    assert "| reuters_r8: step |" in report and "| health_tweets: step |" in report
