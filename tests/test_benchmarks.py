@@ -138,7 +138,8 @@ def test_time_to_accuracy_runs_all_three_and_writes_its_report(tmp_path, monkeyp
     assert set(saved["results"]) == set(results) and "machine" in saved
 
 
-def test_text_defaults_resumes_and_runs_the_cap_only_where_it_binds(tmp_path, monkeypatch):
+def test_text_defaults_resumes_and_runs_each_alternative_only_where_it_belongs(tmp_path,
+                                                                               monkeypatch):
     import studies
     from benchmarks import text_defaults as bench
 
@@ -147,7 +148,8 @@ def test_text_defaults_resumes_and_runs_the_cap_only_where_it_binds(tmp_path, mo
     def fake(recipe, argv, limit=0):
         calls.append((recipe, argv))
         length = 128 if argv[-2:] == ["--sequence-length", "128"] else 64
-        return {"history": {"val_accuracy": [0.5, 0.9 if length == 128 else 0.8]},
+        better = argv[-2:] in (["--sequence-length", "128"], ["--batch-size", "32"])
+        return {"history": {"val_accuracy": [0.5, 0.9 if better else 0.8]},
                 "train_seconds": 1.0, "epochs": 2, "sequence_length": length}
 
     monkeypatch.setattr(studies, "text_recipe", fake)
@@ -155,25 +157,31 @@ def test_text_defaults_resumes_and_runs_the_cap_only_where_it_binds(tmp_path, mo
     first = bench.key("cnn_text", "reuters_r8", 0, 42)
     (tmp_path / "text_defaults.json").write_text(json.dumps({"runs": {first: {
         "best_val_accuracy": 0.7, "train_seconds": 1.0, "epochs": 6, "sequence_length": 64}}}))
-    bench.main(["--recipes", "cnn_text", "--corpora", "reuters_r8,rt_snippets,health_tweets_10pct",
+    bench.main(["--recipes", "cnn_text", "--corpora", "reuters_r8,health_tweets_10pct",
                 "--out", out])
     runs = json.loads((tmp_path / "text_defaults.json").read_text())["runs"]
-    lines = bench.table(runs, ["cnn_text"], ["reuters_r8", "rt_snippets"])
-    steps = [argv for recipe, argv in calls if "reuters_r8" in argv]
-    assert len(steps) == 5  # steps 2-5 and the cap; step 1 was already done
-    assert steps[3][-2:] == ["--sequence-length", "128"]  # the cap comes right after step 4
-    assert not any(argv[-2:] == ["--sequence-length", "128"] for _, argv in calls
-                   if "rt_snippets" in argv)
-    tenth = [argv for _, argv in calls if "health_tweets" in argv]
-    assert len(tenth) == 5 and all(argv[:4] == ["--dataset", "health_tweets", "--train-percent",
-                                                "10"] for argv in tenth)
-    rows = {line.split(" | ")[0]: line for line in lines}
-    assert "0.7000, 1 s" in rows["| 1. before"]
-    assert "0.9000 (+10.0)" in rows[f"| {bench.CAP[0]}"] and "n/a" in rows[f"| {bench.CAP[0]}"]
-    # Step 5 is measured against step 4, not against the alternative.
-    assert "0.8000 (+0.0)" in rows["| 5. punctuation as tokens"]
     assert runs[first]["epochs"] == 6  # kept, not re-run
+    r8 = [argv for _, argv in calls if "reuters_r8" in argv]
+    assert len(r8) == 5  # steps 2-5 and the cap; step 1 was already done
+    assert r8[3][-2:] == ["--sequence-length", "128"]  # the cap comes right after step 4
+    assert "--batch-size" not in sum(r8, [])  # the hand search is for the small corpora
+    tenth = [argv for _, argv in calls if "health_tweets" in argv]
+    assert len(tenth) == 5 + 4 and all(argv[:4] == ["--dataset", "health_tweets",
+                                                    "--train-percent", "10"] for argv in tenth)
+    assert [argv[-1] for argv in tenth[5:]] == ["0.003", "0.0003", "32", "5000"]  # no cap
+    # An alternative departs from its step, with the step's flags before its own.
+    assert tenth[7][-4:] == ["--standardize", "split_punctuation", "--batch-size", "32"]
+
+    lines = bench.table(runs, ["cnn_text"], ["reuters_r8", "health_tweets_10pct"])
+    rows = {line.split(" | ")[0]: line for line in lines}
+    cap, batch = (f"| {bench.ALTERNATIVES[k][0]}" for k in ("cap", "batch32"))
+    assert "0.7000, 1 s" in rows["| 1. before"]
+    assert "0.9000 (+10.0)" in rows[cap] and "n/a" in rows[cap]
+    assert "n/a" in rows[batch] and "0.9000 (+10.0)" in rows[batch]
+    # Step 5 is measured against step 4, not against the alternative beside it.
+    assert "0.8000 (+0.0)" in rows["| 5. punctuation as tokens"]
+    assert list(rows).index(cap) == list(rows).index("| 4. length from the data") + 1
     # A run over some corpora rewrites the .md whole, not with only the ones it ran.
-    bench.main(["--recipes", "cnn_text", "--corpora", "rt_snippets", "--out", out])
+    bench.main(["--recipes", "cnn_text", "--corpora", "reuters_r8", "--out", out])
     report = (tmp_path / "text_defaults.md").read_text()
-    assert "| reuters_r8: step |" in report and "| health_tweets: step |" in report
+    assert "| health_tweets_10pct: step |" in report and "| rt_snippets: step |" in report
