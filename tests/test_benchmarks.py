@@ -162,9 +162,9 @@ def test_text_defaults_resumes_and_runs_each_alternative_only_where_it_belongs(t
     runs = json.loads((tmp_path / "text_defaults.json").read_text())["runs"]
     assert runs[first]["epochs"] == 6  # kept, not re-run
     r8 = [argv for _, argv in calls if "reuters_r8" in argv]
-    assert len(r8) == 5  # steps 2-5 and the cap; step 1 was already done
+    assert len(r8) == 6  # steps 2-5, the cap and 5a; step 1 was already done
     assert r8[3][-2:] == ["--sequence-length", "128"]  # the cap comes right after step 4
-    assert "--batch-size" not in sum(r8, [])  # the hand search is for the small corpora
+    assert r8[5][-2:] == ["--learning-rate", "0.003"]  # 5a runs everywhere, 5b-5d do not
     tenth = [argv for _, argv in calls if "health_tweets" in argv]
     assert len(tenth) == 5 + 4 and all(argv[:4] == ["--dataset", "health_tweets",
                                                     "--train-percent", "10"] for argv in tenth)
