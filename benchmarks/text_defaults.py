@@ -2,6 +2,7 @@
 
     python -m benchmarks.text_defaults                 # every step, corpus and recipe
     python -m benchmarks.text_defaults --recipes cnn_text --corpora reuters_r8
+    python -m benchmarks.text_defaults --rows 5,lr3e-3    # today's defaults, and 5a
 
 The text recipes' first defaults fit rt_snippets and little else: 6 passes
 over the training split, early stopping after 2 flat passes, a constant
@@ -105,11 +106,15 @@ def argv_of(step):
     return [*BEFORE, *[flag for _, flags in STEPS[1:step + 1] for flag in flags]]
 
 
-def steps_of(corpus, count=len(STEPS)):
-    """The first `count` steps, each followed by its alternatives that run on `corpus`."""
-    return [s for step in range(count) for s in [step, *(
+def steps_of(corpus=None):
+    """The steps, each followed by its alternatives (those that run on `corpus`, or all)."""
+    return [s for step in range(len(STEPS)) for s in [step, *(
         key for key, (_, base, _, corpora) in ALTERNATIVES.items()
-        if base == step and corpus in corpora)]]
+        if base == step and corpus in (None, *corpora))]]
+
+
+#: {step or alternative: its name for --rows}, in table order.
+ROWS = {step: step if step in ALTERNATIVES else str(step + 1) for step in steps_of()}
 
 
 def load(path):
@@ -133,9 +138,8 @@ def table(runs, recipes, corpora):
         head = " | ".join(f"{corpus}: {RECIPES[r]}" for corpus in corpora for r in recipes)
     lines = [f"| {first} | {head} |", "|---|" + "---:|" * (len(corpora) * len(recipes))]
     previous = {}  # the last step's mean: what the next step and its alternatives gain over
-    rows = [row for step, (name, _) in enumerate(STEPS) for row in [(step, f"{step + 1}. {name}"), *(
-        (k, alternative[0]) for k, alternative in ALTERNATIVES.items() if alternative[1] == step)]]
-    for step, row in rows:
+    for step in steps_of():
+        row = ALTERNATIVES[step][0] if step in ALTERNATIVES else f"{step + 1}. {STEPS[step][0]}"
         cells = []
         for corpus in corpora:
             for recipe in recipes:
@@ -164,16 +168,18 @@ def main(argv=None):
                         help="comma-separated, among %(default)s")
     parser.add_argument("--corpora", default=",".join(CORPORA),
                         help="comma-separated, among %(default)s")
-    parser.add_argument("--steps", type=int, default=len(STEPS),
-                        help="run the first N steps (default: all %(default)s)")
+    parser.add_argument("--rows", default=",".join(ROWS.values()),
+                        help="comma-separated, among %(default)s: steps by number, "
+                             "alternatives by name (default: all)")
     parser.add_argument("--limit", type=int, default=0,
                         help="examples per split (0 = all; for smoke tests)")
     parser.add_argument("--out", default=os.path.join(RESULTS, f"{NAME}.json"))
     args = parser.parse_args(argv)
-    recipes, corpora = args.recipes.split(","), args.corpora.split(",")
-    unknown = [r for r in recipes if r not in RECIPES] + [c for c in corpora if c not in CORPORA]
-    if unknown or not 1 <= args.steps <= len(STEPS):
-        parser.error(f"unknown recipe or corpus {unknown}, or --steps outside 1-{len(STEPS)}")
+    recipes, corpora, rows = (getattr(args, n).split(",") for n in ("recipes", "corpora", "rows"))
+    unknown = [r for r in recipes if r not in RECIPES] + [
+        c for c in corpora if c not in CORPORA] + [r for r in rows if r not in ROWS.values()]
+    if unknown:
+        parser.error(f"unknown recipe, corpus or row: {unknown}")
 
     from studies import text_recipe
 
@@ -181,9 +187,9 @@ def main(argv=None):
     for corpus in corpora:
         for seed in CORPORA[corpus]:
             for recipe in recipes:
-                for step in steps_of(corpus, args.steps):
+                for step in steps_of(corpus):
                     k = key(recipe, corpus, step, seed)
-                    if k in runs:
+                    if k in runs or ROWS[step] not in rows:
                         continue
                     print(f"[{NAME}] {k}: {' '.join(argv_of(step))}", flush=True)
                     result = text_recipe(recipe, [*corpus_flags(corpus), "--seed", str(seed),

@@ -181,7 +181,10 @@ def test_text_defaults_resumes_and_runs_each_alternative_only_where_it_belongs(t
     # Step 5 is measured against step 4, not against the alternative beside it.
     assert "0.8000 (+0.0)" in rows["| 5. punctuation as tokens"]
     assert list(rows).index(cap) == list(rows).index("| 4. length from the data") + 1
-    # A run over some corpora rewrites the .md whole, not with only the ones it ran.
-    bench.main(["--recipes", "cnn_text", "--corpora", "reuters_r8", "--out", out])
+    # --rows runs only the rows named; the .md is rewritten whole, every corpus in it.
+    calls.clear()
+    bench.main(["--recipes", "rnn_text", "--corpora", "reuters_r8", "--rows", "5,lr3e-3",
+                "--out", out])
+    assert [argv[-1] for _, argv in calls] == ["split_punctuation", "0.003"]
     report = (tmp_path / "text_defaults.md").read_text()
     assert "| health_tweets_10pct: step |" in report and "| rt_snippets: step |" in report
