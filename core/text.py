@@ -262,20 +262,22 @@ TRAIN_DEFAULTS = dict(dataset="rt_snippets", steps_per_epoch=100, epochs=20, pat
                       schedule="cosine", monitor="val_accuracy")
 
 
-def parse(recipe, doc, model_config, argv=None):
-    """(parser, args, model config, train config) of a text recipe's command line."""
+def parse(recipe, doc, model_config, argv=None, **train_defaults):
+    """(parser, args, model config, train config) of a text recipe's command line;
+    `train_defaults` are the recipe's own on top of TRAIN_DEFAULTS."""
     parser = training.build_parser(
         f"python -m recipes.{recipe}", doc, model_config,
-        training.TrainConfig(**TRAIN_DEFAULTS),
+        training.TrainConfig(**{**TRAIN_DEFAULTS, **train_defaults}),
         {**TextConfig.HELP, **getattr(model_config, "HELP", {})})
     args = parser.parse_args(argv)
     return (parser, args, *training.split_args(args, model_config, training.TrainConfig()))
 
 
 def main(recipe, doc, model_config, build_model, validate_model, argv=None, export_model=None,
-         litert_batch=None):
+         litert_batch=None, train_defaults=None):
     """The command line shared by the text recipes."""
-    parser, args, model_config, train = parse(recipe, doc, model_config, argv)
+    parser, args, model_config, train = parse(recipe, doc, model_config, argv,
+                                              **(train_defaults or {}))
     training.run_or_exit(parser, run, recipe, build_model, model_config, train, validate_model,
                          resume=args.resume, export_model=export_model,
                          litert_batch=litert_batch)
