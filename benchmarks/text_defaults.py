@@ -21,8 +21,8 @@ last is today's defaults):
    texts' token counts (within 8 to 256) instead of 64;
 5. punctuation as tokens: "why?" is two tokens, "why" and "?".
 
-Today's defaults are row 5 for the CNN, and row 5a (below) for the BiLSTM:
-its learning rate went to 3e-3 after this table.
+Today's defaults are row 5 for the CNN, and row 5a (below) for the BiLSTM
+and the transformer: their learning rate went to 3e-3 after this table.
 
 Beside the steps, alternatives: one flag changed from a step, not carried
 into the rows below it (ALTERNATIVES):

@@ -27,7 +27,7 @@ import keras
 from core import text, training
 
 CELLS = ("simple", "lstm", "gru")
-#: Adam's peak learning rate, 3x the other text recipes': on validation it bought
+#: Adam's peak learning rate, 3x the CNN's: on validation it bought
 #: the BiLSTM +3.0 points on health_tweets_10pct (3 seeds), +3.4 on health_tweets
 #: and +0.7 on reuters_r8 (in half the time), for -0.7 on rt_snippets (2 seeds,
 #: within noise); benchmarks/text_defaults.py, row 5a.
