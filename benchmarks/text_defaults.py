@@ -119,6 +119,21 @@ def steps_of(corpus=None):
 
 #: {step or alternative: its name for --rows}, in table order.
 ROWS = {step: step if step in ALTERNATIVES else str(step + 1) for step in steps_of()}
+#: The row that is each recipe's defaults today.
+DEFAULTS = {"rnn_text": "lr3e-3", "cnn_text": 4, "transformer_text": "lr3e-3"}
+#: #21's bar: the defaults within this many points of the best row found.
+BAR = 2.0
+
+
+def row_name(step):
+    return ALTERNATIVES[step][0] if step in ALTERNATIVES else f"{step + 1}. {STEPS[step][0]}"
+
+
+def mean_accuracy(runs, recipe, corpus, step):
+    """Mean best validation accuracy over the seeds run, or None."""
+    found = [runs[k]["best_val_accuracy"] for seed in CORPORA[corpus]
+             if (k := key(recipe, corpus, step, seed)) in runs]
+    return statistics.mean(found) if found else None
 
 
 def load(path):
@@ -143,7 +158,7 @@ def table(runs, recipes, corpora):
     lines = [f"| {first} | {head} |", "|---|" + "---:|" * (len(corpora) * len(recipes))]
     previous = {}  # the last step's mean: what the next step and its alternatives gain over
     for step in steps_of():
-        row = ALTERNATIVES[step][0] if step in ALTERNATIVES else f"{step + 1}. {STEPS[step][0]}"
+        row = row_name(step)
         cells = []
         for corpus in corpora:
             for recipe in recipes:
@@ -161,6 +176,28 @@ def table(runs, recipes, corpora):
                 if step not in ALTERNATIVES:
                     previous[(corpus, recipe)] = mean
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def bar(runs, recipes, corpora):
+    """Markdown: each recipe's defaults against the best row measured for it on each
+    corpus, and whether the gap is within BAR points."""
+    lines = ["| corpus | recipe | defaults (row) | best row | gap, points | within 2 |",
+             "|---|---|---:|---:|---:|---|"]
+    for corpus in corpora:
+        for recipe in recipes:
+            means = {step: m for step in steps_of(corpus)
+                     if (m := mean_accuracy(runs, recipe, corpus, step)) is not None}
+            default = DEFAULTS[recipe]
+            label = row_name(default).split(".")[0]
+            if default not in means:
+                lines.append(f"| {corpus} | {RECIPES[recipe]} | not run ({label}) | | | |")
+                continue
+            best = max(means, key=lambda step: (means[step], step == default))  # ties: defaults
+            gap = 100 * (means[best] - means[default])
+            lines.append(f"| {corpus} | {RECIPES[recipe]} | {means[default]:.4f} ({label}) | "
+                         f"{means[best]:.4f} ({row_name(best).split('.')[0]}) | {gap:.1f} | "
+                         f"{'yes' if gap <= BAR else 'no'} |")
     return lines
 
 
@@ -208,6 +245,8 @@ def main(argv=None):
                     _write(args.out, runs)
     # Every corpus and recipe, not only the ones asked for: the .md is the whole record.
     lines = [line for corpus in CORPORA for line in [*table(runs, list(RECIPES), [corpus]), ""]]
+    lines += [f"Today's defaults against the best row found (#21's bar: within {BAR:g} points):",
+              "", *bar(runs, list(RECIPES), list(CORPORA)), ""]
     print("\n".join(lines))
     with open(args.out[:-len(".json")] + ".md", "w") as f:
         f.write("\n".join(lines))

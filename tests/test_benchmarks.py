@@ -181,6 +181,10 @@ def test_text_defaults_resumes_and_runs_each_alternative_only_where_it_belongs(t
     # Step 5 is measured against step 4, not against the alternative beside it.
     assert "0.8000 (+0.0)" in rows["| 5. punctuation as tokens"]
     assert list(rows).index(cap) == list(rows).index("| 4. length from the data") + 1
+    # The bar: the CNN's defaults (row 5) against its best row, batches of 32 on the tenth.
+    gaps = {line.split(" | ")[0]: line for line in bench.bar(runs, ["cnn_text"],
+                                                             ["health_tweets_10pct"])}
+    assert gaps["| health_tweets_10pct"].endswith("| 0.8000 (5) | 0.9000 (5c) | 10.0 | no |")
     # --rows runs only the rows named; the .md is rewritten whole, every corpus in it.
     calls.clear()
     bench.main(["--recipes", "rnn_text", "--corpora", "reuters_r8", "--rows", "5,lr3e-3",
@@ -188,3 +192,5 @@ def test_text_defaults_resumes_and_runs_each_alternative_only_where_it_belongs(t
     assert [argv[-1] for _, argv in calls] == ["split_punctuation", "0.003"]
     report = (tmp_path / "text_defaults.md").read_text()
     assert "| health_tweets_10pct: step |" in report and "| rt_snippets: step |" in report
+    assert "| reuters_r8 | Transformer | not run (5a) |" in report
+    assert "| reuters_r8 | CNN | 0.8000 (5) | 0.9000 (4b) | 10.0 | no |" in report
