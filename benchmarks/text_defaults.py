@@ -129,11 +129,15 @@ def row_name(step):
     return ALTERNATIVES[step][0] if step in ALTERNATIVES else f"{step + 1}. {STEPS[step][0]}"
 
 
+def seed_runs(runs, recipe, corpus, step):
+    """The runs of a row, one per seed run so far."""
+    return [runs[k] for seed in CORPORA[corpus] if (k := key(recipe, corpus, step, seed)) in runs]
+
+
 def mean_accuracy(runs, recipe, corpus, step):
     """Mean best validation accuracy over the seeds run, or None."""
-    found = [runs[k]["best_val_accuracy"] for seed in CORPORA[corpus]
-             if (k := key(recipe, corpus, step, seed)) in runs]
-    return statistics.mean(found) if found else None
+    found = seed_runs(runs, recipe, corpus, step)
+    return statistics.mean(r["best_val_accuracy"] for r in found) if found else None
 
 
 def load(path):
@@ -162,8 +166,7 @@ def table(runs, recipes, corpora):
         cells = []
         for corpus in corpora:
             for recipe in recipes:
-                found = [runs[k] for seed in CORPORA[corpus]
-                         if (k := key(recipe, corpus, step, seed)) in runs]
+                found = seed_runs(runs, recipe, corpus, step)
                 if not found:
                     ran_here = step not in ALTERNATIVES or corpus in ALTERNATIVES[step][3]
                     cells.append("not run" if ran_here else "n/a")
