@@ -33,7 +33,7 @@ def machine():
     import keras
     import tensorflow as tf
 
-    from core import training
+    from core import config
 
     cpu = platform.processor()
     try:
@@ -44,7 +44,7 @@ def machine():
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "cpu_bf16": training.cpu_has_bf16(),
+        "cpu_bf16": config.cpu_has_bf16(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,

@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks import write_result
-from core import data, training
+from core import config, data, images
 from layers import maxout, swish  # noqa: F401  (registers the custom layers for load_model)
 from recipes import cnn
 
@@ -65,14 +65,14 @@ def size_mb(path):
 def fresh_cnn(root):
     """A CNN trained one short epoch, exported in every format: latency does
     not depend on the weights."""
-    train = training.TrainConfig(export_dir=root, export_format="saved_model,onnx,litert")
+    train = config.TrainConfig(export_dir=root, export_format="saved_model,onnx,litert")
     keras.utils.set_random_seed(0)
-    keras.config.set_dtype_policy(training.resolve_precision("auto"))
+    keras.config.set_dtype_policy(config.resolve_precision("auto"))
     model = cnn.build_model((28, 28, 1), 10)
     model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(training.pipeline(data.load("fashion_mnist", "train"), 128, limit=4096),
+    model.fit(data.pipeline(data.load("fashion_mnist", "train"), 128, limit=4096),
               epochs=1, verbose=0)
-    return model, cnn.export_model(model, cnn.dataset_facts("fashion_mnist")[1],
+    return model, images.export_classifier(model, "cnn", images.facts(config.TrainConfig())[1],
                                    (28, 28, 1), train)
 
 

@@ -10,7 +10,7 @@ shuffle, batch 128, prefetch) and its default precision, in one process:
   `--epochs - 1` more, interleaved model by model so that a noisy neighbour
   slows them alike; median, min and max examples/s, and each epoch's
   seconds outside its steps (where a tf.data stall would show, see
-  `training.pipeline`);
+  `data.pipeline`);
 - inference from raw strings, as the exported model serves them: the test
   split in batches of 256 through a traced `vectorizer -> model` function,
   `--repeats` times, interleaved likewise.
@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from benchmarks import write_result
 from benchmarks.throughput import Variant, rate_stats
-from core import data, text, training
+from core import config, data, text
 from recipes import rnn_text, transformer_text
 
 RECIPES = {
@@ -73,8 +73,8 @@ def main(argv=None):
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
 
-    train = training.TrainConfig(dataset="rt_snippets", limit=args.limit)
-    precision = training.resolve_precision(train.precision)
+    train = config.TrainConfig(dataset="rt_snippets", limit=args.limit)
+    precision = config.resolve_precision(train.precision)
     models = [TextModel(name, build, config, train, precision)
               for name, (build, config) in RECIPES.items()]
     warmups = [m.variant.epoch() for m in models]

@@ -26,7 +26,7 @@ Reported, each with its ratio to the baseline:
   batch included), the steady state, which a slow spell on the machine or a
   stall between epochs barely moves;
 - seconds outside steps in each epoch: fit's setup and the iterator's start
-  and end, where tf.data's autotuner can stall (see `training.pipeline`);
+  and end, where tf.data's autotuner can stall (see `data.pipeline`);
 - test accuracy after the same budget. The bar asked for it to stay within
   0.5 point of the baseline's; read it as one run each (on 10,000 test
   images one accuracy has a standard error of about 0.3 points).
@@ -45,7 +45,7 @@ import keras
 import numpy as np
 
 from benchmarks import write_result
-from core import data, training
+from core import config, data
 from recipes import cnn
 
 
@@ -115,7 +115,7 @@ class Variant:
         self.model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
                            metrics=["accuracy"], jit_compile=jit_compile)
         keras.config.set_dtype_policy("float32")
-        self.examples = len(train[0]) if isinstance(train, tuple) else training.count(
+        self.examples = len(train[0]) if isinstance(train, tuple) else data.count(
             train.unbatch())
         self.seconds = []  # wall time of each repeat (the caller appends)
         self.step_seconds = []  # each epoch's step times, warm-up first
@@ -178,7 +178,7 @@ def main(argv=None):
     else:
         make_model, hparams = mnist_convnet, "keras-io mnist_convnet"
     train_np, test_np = numpy_arrays("train", args.limit), numpy_arrays("test", 0)
-    pipeline = lambda split, shuffle: training.pipeline(  # noqa: E731
+    pipeline = lambda split, shuffle: data.pipeline(  # noqa: E731
         data.load("fashion_mnist", split), args.batch_size, shuffle=shuffle,
         limit=args.limit if split == "train" else 0)
     train_ds, test_ds = pipeline("train", True), pipeline("test", False)
@@ -186,7 +186,7 @@ def main(argv=None):
     variants = [Variant("numpy baseline (keras-io style)", lambda: float_input(make_model()),
                         train_np, test_np, args.batch_size),
                 Variant("tf.data fp32", make_model, train_ds, test_ds, args.batch_size)]
-    if training.cpu_has_bf16() or args.force_bf16:
+    if config.cpu_has_bf16() or args.force_bf16:
         variants.append(Variant("tf.data mixed_bfloat16", make_model, train_ds, test_ds,
                                 args.batch_size, precision="mixed_bfloat16"))
     variants.append(Variant("tf.data jit_compile", make_model, train_ds, test_ds,

@@ -38,7 +38,7 @@ import keras
 
 from benchmarks import RESULTS, write_result
 from benchmarks.throughput import mnist_convnet
-from core import data, training
+from core import config, data, training
 from recipes import cnn
 from studies import seconds_to
 
@@ -47,13 +47,9 @@ BAR_SECONDS = 300  # the issue's bar: >= 0.93 within 5 minutes of training
 STRETCH_SECONDS = 600  # stretch: >= 0.94 within 10 minutes
 KERAS_IO_EPOCHS = 15
 
-#: The recipe's default before this benchmark existed (commit 84ad5b2).
-PREVIOUS_MODEL = cnn.ModelConfig(
-    architecture="plain", filters=(32, 64, 128), convs_per_block=1, kernel_size=3, strides=1,
-    padding="same", batch_norm=True, batch_norm_momentum=0.99, activation="relu",
-    dropout=0.25, dense_units=256, dense_dropout=0.5, l2=0.0)
-PREVIOUS_TRAIN = dict(epochs=20, patience=4, lr_patience=2, learning_rate=1e-3,
-                      schedule="constant", batch_size=128)
+#: The recipe's default before this benchmark existed (commit 84ad5b2): its
+#: preset "previous".
+PREVIOUS_TRAIN = cnn.PRESETS["previous"]["train"]
 
 
 class TestCurve(keras.callbacks.Callback):
@@ -72,7 +68,7 @@ class TestCurve(keras.callbacks.Callback):
 
 
 def test_pipeline(limit):
-    return training.pipeline(data.load("fashion_mnist", "test"), 256, limit=limit)
+    return data.pipeline(data.load("fashion_mnist", "test"), 256, limit=limit)
 
 
 def keras_io(limit, epochs, seed):
@@ -80,8 +76,8 @@ def keras_io(limit, epochs, seed):
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     keras.config.set_dtype_policy("float32")
-    train = training.TrainConfig(batch_size=128, limit=limit, seed=seed)
-    train_ds, val_ds, _, _ = training.splits(train)
+    train = config.TrainConfig(batch_size=128, limit=limit, seed=seed)
+    train_ds, val_ds, _, _ = data.splits(train)
     model = mnist_convnet()
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
@@ -109,7 +105,7 @@ def recipe(model_config, train, limit, runs_dir):
 def contenders(args):
     """(name, a function training it) for the three, in the order they train."""
     _, _, default_model, default_train = cnn.parse([])
-    previous_train = dataclasses.replace(default_train, **PREVIOUS_TRAIN)
+    _, _, previous_model, previous_train = cnn.parse(["--preset", "previous"])
 
     def epochs(budget):  # `--epochs` caps every budget (smoke tests)
         return min(budget, args.epochs or budget)
@@ -120,7 +116,7 @@ def contenders(args):
 
     return [
         ("keras-io", lambda: keras_io(args.limit, epochs(KERAS_IO_EPOCHS), args.seed)),
-        ("previous default", as_recipe(PREVIOUS_MODEL, previous_train)),
+        ("previous default", as_recipe(previous_model, previous_train)),
         ("default", as_recipe(default_model, default_train)),
     ]
 

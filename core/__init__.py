@@ -1,11 +1,17 @@
 """The machinery every recipe, study, benchmark and search shares, one concern a module.
 
-- `core.data`: TFDS datasets, two of them prepared offline (`python -m core.data`).
-- `core.training`: flags, seeds, precision, run directories, the tf.data
-  pipeline, callbacks, resume and metrics.
+- `core.recipe`: the one run sequence and command line every recipe goes through.
+- `core.config`: the shared training config, flags from config dataclasses,
+  precision.
+- `core.data`: TFDS datasets, some prepared offline (`python -m core.data`),
+  and the tf.data pipelines a run trains on.
+- `core.training`: the optimizer and its schedule, callbacks, `fit` and the
+  one read of the test split.
+- `core.runs`: run directories, config.json and checkpoints (resume).
 - `core.export`: versioned SavedModels in TF Serving's layout, checked in a
   fresh interpreter.
-- `core.text`: what the text recipes share (tokenization, raw-string export).
+- `core.images`, `core.text`: what the image and the text recipes share.
+- `core.distribute`, `core.loop`: several devices or workers.
 
 Recipes live in `recipes/`, one module per architecture; they call these.
 """

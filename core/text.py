@@ -1,9 +1,9 @@
-"""What the text recipes share: tokenization, data, training and a raw-string export.
+"""What the text recipes share: tokenization, data and a raw-string export.
 
 A text recipe supplies its `ModelConfig` and a `build_model(vocabulary_size,
 num_classes, **hparams)` that maps the vectorizer's output (token ids, or
-tf-idf vectors for a config with `ngrams`) to class probabilities; `run` does
-the rest:
+tf-idf vectors for a config with `ngrams`) to class probabilities;
+`TextRecipe` gives the rest to the shared run sequence (core/recipe.py):
 
 - `TextVectorization` adapted on the training split only (never validation or
   test), applied inside the tf.data pipeline for training;
@@ -15,14 +15,14 @@ the rest:
 """
 
 import dataclasses
-import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from core import data, export, training
+from core import data, export, recipe
+from core.config import ConfigError, field
 
 #: Awkward inputs every text export must answer (checked after each export).
 EDGE_CASES = [
@@ -55,46 +55,48 @@ def split_punctuation(texts):
 
 @dataclasses.dataclass
 class TextConfig:
-    """Tokenization knobs shared by the text recipes (part of each ModelConfig)."""
+    """Tokenization knobs shared by the sequence models (part of each ModelConfig)."""
 
-    vocabulary_size: int = 20_000
-    sequence_length: int = 0
-    standardize: str = "split_punctuation"
+    vocabulary_size: int = field(
+        20_000, "the most frequent training tokens kept (others become [UNK])")
+    sequence_length: int = field(
+        0, f"tokens per text, padded or cut (0 = from the data: the {LENGTH_PERCENTILE}th "
+        f"percentile of the training texts' lengths, within {LENGTH_BOUNDS})")
+    standardize: str = field(
+        "split_punctuation", f"one of {STANDARDIZE}: punctuation kept as tokens, or dropped")
 
-    HELP = {
-        "vocabulary_size": "the most frequent training tokens kept (others become [UNK])",
-        "sequence_length": f"tokens per text, padded or cut (0 = from the data: the "
-        f"{LENGTH_PERCENTILE}th percentile of the training texts' lengths, within "
-        f"{LENGTH_BOUNDS})",
-        "standardize": f"one of {STANDARDIZE}: punctuation kept as tokens, or dropped",
-    }
+    def validate(self):
+        validate_text(self)
 
 
 def validate_text(config):
+    """Refuse tokenization settings that cannot work (any text recipe's config)."""
     if config.vocabulary_size < 2:
-        raise training.ConfigError(
+        raise ConfigError(
             f"vocabulary_size must be >= 2 (padding and out-of-vocabulary tokens), got "
             f"{config.vocabulary_size}")
     if getattr(config, "ngrams", 1) < 1:
-        raise training.ConfigError(f"ngrams must be >= 1, got {config.ngrams}")
+        raise ConfigError(f"ngrams must be >= 1, got {config.ngrams}")
     if hasattr(config, "sequence_length") and config.sequence_length < 0:
-        raise training.ConfigError(
+        raise ConfigError(
             f"sequence_length must be >= 1, or 0 for the data's own, got "
             f"{config.sequence_length}")
     if getattr(config, "standardize", STANDARDIZE[0]) not in STANDARDIZE:
-        raise training.ConfigError(
+        raise ConfigError(
             f"standardize must be one of {STANDARDIZE}, got {config.standardize!r}")
 
 
-def dataset_facts(name):
-    """Class names of a TFDS text classification dataset; refuse anything else."""
+def dataset_facts(train):
+    """Class names of `train.dataset`, a TFDS text classification dataset; refuse
+    anything else."""
+    name = train.dataset
     info = data.info(name)
     if not info.supervised_keys:
-        raise training.ConfigError(f"{name}: has no (input, label) supervised keys")
+        raise ConfigError(f"{name}: has no (input, label) supervised keys")
     text_key, label_key = info.supervised_keys
     feature = info.features[text_key]
     if not isinstance(feature, tfds.features.Text):
-        raise training.ConfigError(
+        raise ConfigError(
             f"{name}: the text recipes need a text dataset; its {text_key!r} feature is "
             f"{feature}")
     return info.features[label_key].names
@@ -141,13 +143,13 @@ def sequence_length(vectorizer):
 
 def datasets(train, vectorizer_config):
     """(train, validation, test) of token ids, the vectorizer, and the train size."""
-    raw_train = training.training_examples(train)
+    raw_train = data.training_examples(train)
     vectorizer = make_vectorizer(raw_train.map(lambda text, label: text),
                                  vectorizer_config.vocabulary_size,
                                  getattr(vectorizer_config, "sequence_length", None),
                                  getattr(vectorizer_config, "ngrams", None),
                                  getattr(vectorizer_config, "standardize", STANDARDIZE[0]))
-    train_ds, val_ds, test_ds, n_train = training.splits(
+    train_ds, val_ds, test_ds, n_train = data.splits(
         train, map_batch=lambda texts, labels: (vectorizer(texts), labels))
     return train_ds, val_ds, test_ds, vectorizer, n_train
 
@@ -181,7 +183,7 @@ def export_text_model(recipe, model, vectorizer, class_names, train, trained=Non
                 "label_name": tf.gather(tf.constant(class_names), label)}
 
     samples = [t.decode("utf-8") for t, _ in
-               data.load(train.dataset, "test").take(27).as_numpy_iterator()]
+               data.load_split(train, "test").take(27).as_numpy_iterator()]
     texts = np.array(samples + EDGE_CASES)
     vectorized = vectorizer(tf.constant(texts)).numpy()  # token ids, or tf-idf for n-grams
     trained = trained or model
@@ -207,49 +209,6 @@ def export_text_model(recipe, model, vectorizer, class_names, train, trained=Non
         formats=train.export_format, portable=portable)
 
 
-def run(recipe, build_model, model_config, train, validate_model, resume=None,
-        export_model=None, litert_batch=None, extra_callbacks=()):
-    """Train, evaluate and export one text configuration; returns its metrics.
-
-    `export_model(model)` may return a serving copy of the trained model (the
-    RNN recipe rebuilds it without cuDNN-only kernels); default: the model.
-    `litert_batch`: see `export_text_model`. `extra_callbacks` join the
-    shared ones (a study's clock).
-    """
-    validate_text(model_config)
-    validate_model(model_config)
-    if getattr(model_config, "ngrams", None) and len(
-            export.parse_formats(train.export_format)) > 1:
-        raise training.ConfigError(
-            f"{recipe} exports a SavedModel only: an ONNX or LiteRT file would leave the "
-            "client to compute tf-idf features itself")
-    class_names = dataset_facts(train.dataset)
-    run_dir = training.start_run(recipe, model_config, train, resume)
-    train_ds, val_ds, test_ds, vectorizer, n_train = datasets(train, model_config)
-    resolved = {"vocabulary_size": vectorizer.vocabulary_size()}
-    if hasattr(model_config, "sequence_length"):
-        resolved["sequence_length"] = sequence_length(vectorizer)
-    hparams = {k: v for k, v in dataclasses.asdict(model_config).items() if k != "standardize"}
-    model = build_model(num_classes=len(class_names), **{**hparams, **resolved})
-    model.compile(optimizer=training.optimizer(train, training.steps_per_epoch(train, train_ds)),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    print(f"[{recipe}] {model.count_params():,} parameters, "
-          f"{', '.join(f'{k} {v:,}' for k, v in resolved.items())}, "
-          f"{n_train:,} training texts, classes {class_names}", flush=True)
-    metrics, history = training.fit_and_evaluate(
-        model, train_ds, val_ds, test_ds, train, run_dir, n_train, extra_callbacks)
-    metrics.update(resolved)
-    if train.export:
-        serving_model = export_model(model) if export_model else model
-        metrics["export"] = export_text_model(
-            recipe, serving_model, vectorizer, class_names, train, trained=model,
-            serving_copy=export_model, litert_batch=litert_batch)
-    training.write_json(os.path.join(run_dir, "metrics.json"), metrics)
-    print(f"[{recipe}] test accuracy {metrics['test_accuracy']:.4f} after {metrics['epochs']} "
-          f"epochs, {metrics['train_seconds']:.0f} s; run {run_dir}", flush=True)
-    return {**metrics, "run_dir": run_dir, "history": history}
-
-
 #: The text recipes' training defaults. Counted in steps, not passes, so they
 #: fit a corpus of 5,000 texts as well as one of 50,000: an epoch is 100
 #: optimizer steps, the budget 20 of them (2,000 steps of 128 texts), early
@@ -262,22 +221,43 @@ TRAIN_DEFAULTS = dict(dataset="rt_snippets", steps_per_epoch=100, epochs=20, pat
                       schedule="cosine", monitor="val_accuracy")
 
 
-def parse(recipe, doc, model_config, argv=None, **train_defaults):
-    """(parser, args, model config, train config) of a text recipe's command line;
-    `train_defaults` are the recipe's own on top of TRAIN_DEFAULTS."""
-    parser = training.build_parser(
-        f"python -m recipes.{recipe}", doc, model_config,
-        training.TrainConfig(**{**TRAIN_DEFAULTS, **train_defaults}),
-        {**TextConfig.HELP, **getattr(model_config, "HELP", {})})
-    args = parser.parse_args(argv)
-    return (parser, args, *training.split_args(args, model_config, training.TrainConfig()))
+class TextRecipe(recipe.Recipe):
+    """A text recipe from its config and `build_model`: the vectorizer adapted on the
+    training split, a softmax over the dataset's classes, a raw-string export.
 
+    `serving_copy(model)` rebuilds the trained model for serving (the RNN
+    recipe's drops cuDNN-only kernels); `litert_batch`: see `export_text_model`.
+    """
 
-def main(recipe, doc, model_config, build_model, validate_model, argv=None, export_model=None,
-         litert_batch=None, train_defaults=None):
-    """The command line shared by the text recipes."""
-    parser, args, model_config, train = parse(recipe, doc, model_config, argv,
-                                              **(train_defaults or {}))
-    training.run_or_exit(parser, run, recipe, build_model, model_config, train, validate_model,
-                         resume=args.resume, export_model=export_model,
-                         litert_batch=litert_batch)
+    def __init__(self, name, doc, config_class, build_model, train_defaults=None,
+                 serving_copy=None, litert_batch=None):
+        self.name, self.doc, self.Config, self.build_model = name, doc, config_class, build_model
+        self.train_defaults = {**TRAIN_DEFAULTS, **(train_defaults or {})}
+        self.presets = {"default": {"doc": "the defaults above"}}
+        self.serving_copy, self.litert_batch = serving_copy, litert_batch
+
+    def facts(self, model_config, train):
+        model_config.validate()
+        if getattr(model_config, "ngrams", None) and len(
+                export.parse_formats(train.export_format)) > 1:
+            raise ConfigError(
+                f"{self.name} exports a SavedModel only: an ONNX or LiteRT file would leave the "
+                "client to compute tf-idf features itself")
+        return dataset_facts(train)
+
+    def data(self, class_names, model_config, train):
+        train_ds, val_ds, test_ds, vectorizer, n_train = datasets(train, model_config)
+        resolved = {"vocabulary_size": vectorizer.vocabulary_size()}
+        if hasattr(model_config, "sequence_length"):
+            resolved["sequence_length"] = sequence_length(vectorizer)
+        return recipe.Data(train_ds, val_ds, test_ds, n_train, resolved, vectorizer)
+
+    def build(self, class_names, splits, model_config):
+        hparams = {k: v for k, v in dataclasses.asdict(model_config).items() if k != "standardize"}
+        return self.build_model(num_classes=len(class_names), **{**hparams, **splits.resolved})
+
+    def export(self, model, class_names, splits, train):
+        serving_model = self.serving_copy(model) if self.serving_copy else model
+        return export_text_model(self.name, serving_model, splits.extra, class_names, train,
+                                 trained=model, serving_copy=self.serving_copy,
+                                 litert_batch=self.litert_batch)

@@ -23,68 +23,54 @@ the dropout, with Adam and a smaller embedding.
 """
 
 import dataclasses
-import sys
 
 import keras
 
-from core import text, training
+from core import text
+from core.config import ConfigError, at_least, field, fraction
 
 
 @dataclasses.dataclass
 class ModelConfig(text.TextConfig):
-    """`build_model`'s keyword arguments and their defaults."""
+    """`build_model`'s keyword arguments: every default and its help."""
 
-    embedding_dim: int = 128
-    kernel_sizes: tuple = (3, 4, 5)
-    filters: int = 100
-    dropout: float = 0.5
+    embedding_dim: int = field(128, "word embedding size (learned from scratch)")
+    kernel_sizes: tuple = field(
+        (3, 4, 5), "widths in words of the parallel convolutions, one branch each")
+    filters: int = field(100, "feature maps per width")
+    dropout: float = field(0.5, "dropout on the pooled features, before the head")
 
-    HELP = {
-        "embedding_dim": "word embedding size (learned from scratch)",
-        "kernel_sizes": "widths in words of the parallel convolutions, one branch each",
-        "filters": "feature maps per width",
-        "dropout": "dropout on the pooled features, before the head",
-    }
-
-
-def validate(config):
-    for name in ("embedding_dim", "filters"):
-        if getattr(config, name) < 1:
-            raise training.ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
-    if not config.kernel_sizes or min(config.kernel_sizes) < 1:
-        raise training.ConfigError(
-            f"kernel_sizes must be one or more widths >= 1, got {config.kernel_sizes}")
-    if not 0 <= config.dropout < 1:
-        raise training.ConfigError(f"dropout must be in [0, 1), got {config.dropout}")
+    def validate(self):
+        super().validate()
+        at_least(self, 1, "embedding_dim", "filters")
+        if not self.kernel_sizes or min(self.kernel_sizes) < 1:
+            raise ConfigError(
+                f"kernel_sizes must be one or more widths >= 1, got {self.kernel_sizes}")
+        fraction(self, "dropout")
 
 
-def build_model(vocabulary_size, sequence_length, num_classes, embedding_dim=128,
-                kernel_sizes=(3, 4, 5), filters=100, dropout=0.5):
+def build_model(vocabulary_size, sequence_length, num_classes, **hparams):
     """Token ids `(batch, sequence_length)` -> class probabilities.
 
+    `hparams` are `ModelConfig`'s fields (its defaults for those not given).
     `padding="same"` keeps a text shorter than the widest kernel valid; the
     padding id has an embedding like any word, as in Kim's model.
     """
+    c = ModelConfig(vocabulary_size=vocabulary_size, sequence_length=sequence_length, **hparams)
     ids = keras.Input((sequence_length,), dtype="int64", name="token_ids")
-    x = keras.layers.Embedding(vocabulary_size, embedding_dim)(ids)
+    x = keras.layers.Embedding(vocabulary_size, c.embedding_dim)(ids)
     pooled = [keras.layers.GlobalMaxPooling1D()(
-        keras.layers.Conv1D(filters, width, padding="same", activation="relu")(x))
-        for width in kernel_sizes]
+        keras.layers.Conv1D(c.filters, width, padding="same", activation="relu")(x))
+        for width in c.kernel_sizes]
     x = keras.layers.Concatenate()(pooled) if len(pooled) > 1 else pooled[0]
-    x = keras.layers.Dropout(dropout)(x)
+    x = keras.layers.Dropout(c.dropout)(x)
     x = keras.layers.Dense(num_classes)(x)
     outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(ids, outputs, name="text_cnn")
 
 
-def parse(argv=None):
-    """(parser, args, model config, train config) of a command line; runs nothing."""
-    return text.parse("cnn_text", __doc__, ModelConfig(), argv)
-
-
-def main(argv=None):
-    text.main("cnn_text", __doc__, ModelConfig(), build_model, validate, argv)
-
+RECIPE = text.TextRecipe("cnn_text", __doc__, ModelConfig, build_model)
+run, parse, main = RECIPE.run, RECIPE.parse, RECIPE.main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

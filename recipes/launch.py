@@ -130,12 +130,12 @@ def parse(argv=None):
 
 def main(argv=None):
     args = parse(argv)
-    from core import training  # here, so --help and bad flags answer without TensorFlow
+    from core import runs  # here, so --help and bad flags answer without TensorFlow
 
     recipe_args = list(args.args)
     run_dir = flag_value(recipe_args, "--run-dir")
     if run_dir is None:
-        run_dir = training.new_run_dir(flag_value(recipe_args, "--runs-dir") or "runs",
+        run_dir = runs.new_run_dir(flag_value(recipe_args, "--runs-dir") or "runs",
                                        args.recipe)
         recipe_args += ["--run-dir", run_dir]
     configs = tf_configs(free_ports(args.workers))

@@ -16,51 +16,45 @@ What it shows:
 """
 
 import dataclasses
-import sys
 
 import keras
 
-from core import text, training
+from core import text
+from core.config import field, fraction
 
 
 @dataclasses.dataclass
 class ModelConfig:
-    """`build_model`'s keyword arguments and their defaults."""
+    """`build_model`'s keyword arguments: every default and its help."""
 
-    vocabulary_size: int = 20_000
-    ngrams: int = 2
-    dropout: float = 0.0
-    standardize: str = "strip_punctuation"
+    vocabulary_size: int = field(
+        20_000, "features: the most frequent 1- to n-grams of the training split")
+    ngrams: int = field(2, "longest n-gram counted (1 = bag of words)")
+    dropout: float = field(0.0, "dropout on the tf-idf features")
+    standardize: str = field(
+        "strip_punctuation", f"one of {text.STANDARDIZE}: punctuation kept as tokens, or "
+        "dropped")
 
-    HELP = {
-        "vocabulary_size": "features: the most frequent 1- to n-grams of the training split",
-        "ngrams": "longest n-gram counted (1 = bag of words)",
-        "dropout": "dropout on the tf-idf features",
-    }
-
-
-def validate(config):
-    if not 0 <= config.dropout < 1:
-        raise training.ConfigError(f"dropout must be in [0, 1), got {config.dropout}")
+    def validate(self):
+        text.validate_text(self)
+        fraction(self, "dropout")
 
 
-def build_model(vocabulary_size, num_classes, ngrams=2, dropout=0.0):
-    """A tf-idf vector `(batch, vocabulary_size)` -> class probabilities."""
+def build_model(vocabulary_size, num_classes, **hparams):
+    """A tf-idf vector `(batch, vocabulary_size)` -> class probabilities.
+
+    `hparams` are `ModelConfig`'s fields (its defaults for those not given).
+    """
+    c = ModelConfig(vocabulary_size=vocabulary_size, **hparams)
     features = keras.Input((vocabulary_size,), name="tf_idf")
-    x = keras.layers.Dropout(dropout)(features)
+    x = keras.layers.Dropout(c.dropout)(features)
     x = keras.layers.Dense(num_classes)(x)
     outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
-    return keras.Model(features, outputs, name=f"tf_idf_{ngrams}gram_logistic")
+    return keras.Model(features, outputs, name=f"tf_idf_{c.ngrams}gram_logistic")
 
 
-def parse(argv=None):
-    """(parser, args, model config, train config) of a command line; runs nothing."""
-    return text.parse("ngram_text", __doc__, ModelConfig(), argv)
-
-
-def main(argv=None):
-    text.main("ngram_text", __doc__, ModelConfig(), build_model, validate, argv)
-
+RECIPE = text.TextRecipe("ngram_text", __doc__, ModelConfig, build_model)
+run, parse, main = RECIPE.run, RECIPE.parse, RECIPE.main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -20,11 +20,11 @@ What it shows:
 """
 
 import dataclasses
-import sys
 
 import keras
 
-from core import text, training
+from core import text
+from core.config import at_least, field, fraction, one_of
 
 CELLS = ("simple", "lstm", "gru")
 #: Adam's peak learning rate, 3x the CNN's: on validation it bought
@@ -37,62 +37,51 @@ ACTIVATIONS = ("tanh", "relu")
 
 @dataclasses.dataclass
 class ModelConfig(text.TextConfig):
-    """`build_model`'s keyword arguments and their defaults."""
+    """`build_model`'s keyword arguments: every default and its help."""
 
-    cell: str = "lstm"
-    activation: str = "tanh"
-    bidirectional: bool = True
-    embedding_dim: int = 64
-    units: int = 32
-    num_layers: int = 1
-    dropout: float = 0.3
-    recurrent_dropout: float = 0.0
+    cell: str = field("lstm", f"one of {CELLS}")
+    activation: str = field(
+        "tanh", f"the cell's output activation, one of {ACTIVATIONS} (LSTM and GRU keep "
+        "their sigmoid gates; anything but tanh rules out cuDNN)")
+    bidirectional: bool = field(True, "read the text both ways (Bidirectional)")
+    embedding_dim: int = field(64, "token embedding size")
+    units: int = field(32, "units of each recurrent layer (per direction)")
+    num_layers: int = field(1, "stacked recurrent layers")
+    dropout: float = field(0.3, "dropout on the recurrent layers' inputs and before the head")
+    recurrent_dropout: float = field(
+        0.0, "dropout on the recurrent state (slow on CPU: no fused kernel)")
 
-    HELP = {
-        "cell": f"one of {CELLS}",
-        "activation": f"the cell's output activation, one of {ACTIVATIONS} (LSTM and GRU "
-        "keep their sigmoid gates; anything but tanh rules out cuDNN)",
-        "num_layers": "stacked recurrent layers",
-        "dropout": "dropout on the recurrent layers' inputs and before the head",
-        "recurrent_dropout": "dropout on the recurrent state (slow on CPU: no fused kernel)",
-    }
-
-
-def validate(config):
-    if config.cell not in CELLS:
-        raise training.ConfigError(f"cell must be one of {CELLS}, got {config.cell!r}")
-    if config.activation not in ACTIVATIONS:
-        raise training.ConfigError(
-            f"activation must be one of {ACTIVATIONS}, got {config.activation!r}")
-    for name in ("embedding_dim", "units", "num_layers"):
-        if getattr(config, name) < 1:
-            raise training.ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
-    for name in ("dropout", "recurrent_dropout"):
-        if not 0 <= getattr(config, name) < 1:
-            raise training.ConfigError(f"{name} must be in [0, 1), got {getattr(config, name)}")
+    def validate(self):
+        super().validate()
+        one_of(self, "cell", CELLS)
+        one_of(self, "activation", ACTIVATIONS)
+        at_least(self, 1, "embedding_dim", "units", "num_layers")
+        fraction(self, "dropout", "recurrent_dropout")
 
 
-def build_model(vocabulary_size, sequence_length, num_classes, cell="lstm", activation="tanh",
-                bidirectional=True, embedding_dim=64, units=32, num_layers=1, dropout=0.3,
-                recurrent_dropout=0.0, use_cudnn="auto"):
-    """Token ids `(batch, sequence_length)` -> class probabilities."""
+def build_model(vocabulary_size, sequence_length, num_classes, use_cudnn="auto", **hparams):
+    """Token ids `(batch, sequence_length)` -> class probabilities.
+
+    `hparams` are `ModelConfig`'s fields (its defaults for those not given).
+    """
+    c = ModelConfig(vocabulary_size=vocabulary_size, sequence_length=sequence_length, **hparams)
     ids = keras.Input((sequence_length,), dtype="int64", name="token_ids")
-    x = keras.layers.Embedding(vocabulary_size, embedding_dim, mask_zero=True)(ids)
-    for layer in range(num_layers):
-        options = dict(activation=activation, dropout=dropout,
-                       recurrent_dropout=recurrent_dropout,
-                       return_sequences=layer < num_layers - 1)
-        if cell == "simple":  # no cuDNN kernel to choose
-            rnn = keras.layers.SimpleRNN(units, **options)
+    x = keras.layers.Embedding(vocabulary_size, c.embedding_dim, mask_zero=True)(ids)
+    for layer in range(c.num_layers):
+        options = dict(activation=c.activation, dropout=c.dropout,
+                       recurrent_dropout=c.recurrent_dropout,
+                       return_sequences=layer < c.num_layers - 1)
+        if c.cell == "simple":  # no cuDNN kernel to choose
+            rnn = keras.layers.SimpleRNN(c.units, **options)
         else:
-            recurrent = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell]
-            rnn = recurrent(units, use_cudnn=use_cudnn, **options)
-        x = keras.layers.Bidirectional(rnn)(x) if bidirectional else rnn(x)
-    x = keras.layers.Dropout(dropout)(x)
+            recurrent = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[c.cell]
+            rnn = recurrent(c.units, use_cudnn=use_cudnn, **options)
+        x = keras.layers.Bidirectional(rnn)(x) if c.bidirectional else rnn(x)
+    x = keras.layers.Dropout(c.dropout)(x)
     x = keras.layers.Dense(num_classes)(x)
     outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
-    name = "simple_rnn" if cell == "simple" else cell
-    return keras.Model(ids, outputs, name=f"{'bi' if bidirectional else ''}{name}")
+    name = "simple_rnn" if c.cell == "simple" else c.cell
+    return keras.Model(ids, outputs, name=f"{'bi' if c.bidirectional else ''}{name}")
 
 
 def portable_copy(model):
@@ -112,17 +101,11 @@ def portable_copy(model):
     return copy
 
 
-def parse(argv=None):
-    """(parser, args, model config, train config) of a command line; runs nothing."""
-    return text.parse("rnn_text", __doc__, ModelConfig(), argv, **TRAIN_DEFAULTS)
-
-
-def main(argv=None):
-    # LiteRT's converter lowers the recurrent loop to built-in ops only with a
-    # static batch size, so the LiteRT file answers one text per call.
-    text.main("rnn_text", __doc__, ModelConfig(), build_model, validate, argv,
-              export_model=portable_copy, litert_batch=1, train_defaults=TRAIN_DEFAULTS)
-
+# LiteRT's converter lowers the recurrent loop to built-in ops only with a
+# static batch size, so the LiteRT file answers one text per call.
+RECIPE = text.TextRecipe("rnn_text", __doc__, ModelConfig, build_model, TRAIN_DEFAULTS,
+                         serving_copy=portable_copy, litert_batch=1)
+run, parse, main = RECIPE.run, RECIPE.parse, RECIPE.main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -28,42 +28,41 @@ reconstructions are compared with the score of their inputs.
 """
 
 import dataclasses
-import os
-import sys
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from core import data, export, training
+from core import data, export, images, recipe
+from core.config import ConfigError, field, one_of
 from layers.upsampling import KINDS, upsampling_block
 
 
 @dataclasses.dataclass
 class ModelConfig:
-    """`build_model`'s keyword arguments and their defaults."""
+    """`build_model`'s keyword arguments: every default and its help."""
 
-    decoder: str = "resize_nearest"
-    filters: tuple = (32, 64)
+    decoder: str = field("resize_nearest", f"one of {KINDS}")
+    filters: tuple = field((32, 64), "encoder filters per stride-2 stage (the decoder "
+                           "mirrors them)")
 
-    HELP = {
-        "decoder": f"one of {KINDS}",
-        "filters": "encoder filters per stride-2 stage (the decoder mirrors them)",
-    }
+    def validate(self, input_shape):
+        """Refuse what cannot build on images of `input_shape` (height, width, channels)."""
+        one_of(self, "decoder", KINDS)
+        if not self.filters or min(self.filters) < 1:
+            raise ConfigError(f"filters must be positive, got {self.filters}")
+        if len(input_shape) != 3:
+            raise ConfigError(f"the autoencoder needs images; got shape {input_shape}")
+        factor = 2 ** len(self.filters)
+        if input_shape[0] % factor or input_shape[1] % factor:
+            raise ConfigError(
+                f"{len(self.filters)} stride-2 stages need height and width divisible by "
+                f"{factor}; got {input_shape[:2]}")
 
-
-def validate(config, input_shape):
-    if config.decoder not in KINDS:
-        raise training.ConfigError(f"decoder must be one of {KINDS}, got {config.decoder!r}")
-    if not config.filters or min(config.filters) < 1:
-        raise training.ConfigError(f"filters must be positive, got {config.filters}")
-    if len(input_shape) != 3:
-        raise training.ConfigError(f"the autoencoder needs images; got shape {input_shape}")
-    factor = 2 ** len(config.filters)
-    if input_shape[0] % factor or input_shape[1] % factor:
-        raise training.ConfigError(
-            f"{len(config.filters)} stride-2 stages need height and width divisible by "
-            f"{factor}; got {input_shape[:2]}")
+    def latent_shape(self, input_shape):
+        """The encoder's output shape for images of `input_shape`."""
+        factor = 2 ** len(self.filters)
+        return input_shape[0] // factor, input_shape[1] // factor, self.filters[-1]
 
 
 # --- the checkerboard score ---------------------------------------------------
@@ -96,7 +95,7 @@ def psnr(images, reconstructions):
 # --- model -------------------------------------------------------------------
 
 
-def build_decoder(latent_shape, channels, decoder="resize_nearest", filters=(32, 64)):
+def build_decoder(latent_shape, channels, decoder, filters):
     """Latent (h, w, filters[-1]) -> image (h * 2^n, w * 2^n, channels) in [0, 1]."""
     latent = keras.Input(latent_shape, name="latent")
     x = latent
@@ -107,8 +106,12 @@ def build_decoder(latent_shape, channels, decoder="resize_nearest", filters=(32,
     return keras.Model(latent, outputs, name=f"decoder_{decoder}")
 
 
-def build_model(input_shape, decoder="resize_nearest", filters=(32, 64)):
-    """uint8 image -> reconstruction in [0, 1]: encoder, then the chosen decoder."""
+def build_model(input_shape, **options):
+    """uint8 image -> reconstruction in [0, 1]: encoder, then the chosen decoder.
+
+    `options` are `ModelConfig`'s fields (its defaults for those not given)."""
+    config = ModelConfig(**options)
+    decoder, filters = config.decoder, config.filters
     inputs = keras.Input(input_shape, dtype="uint8", name="image")
     x = keras.layers.Rescaling(1.0 / 255)(inputs)
     for stage_filters in filters:
@@ -139,27 +142,18 @@ def as_reconstruction_target(image, label):
     return image, tf.cast(image, tf.float32) / 255.0
 
 
-def image_shape(name):
-    info = data.info(name)
-    feature = info.features[info.supervised_keys[0]]
-    if len(feature.shape) != 3 or feature.dtype != tf.uint8:
-        raise training.ConfigError(
-            f"{name}: the autoencoder needs uint8 images; its input feature is {feature}")
-    return tuple(feature.shape)
-
-
 def evaluate_reconstructions(model, test_ds):
     """MSE, PSNR and checkerboard scores of the test split's reconstructions."""
-    images, outputs = [], []
+    targets, outputs = [], []
     for batch, target in test_ds:
-        images.append(target.numpy())
+        targets.append(target.numpy())
         outputs.append(np.asarray(model(batch, training=False)))
-    images, outputs = np.concatenate(images), np.concatenate(outputs)
-    input_score = float(np.mean(checkerboard_score(images)))
+    targets, outputs = np.concatenate(targets), np.concatenate(outputs)
+    input_score = float(np.mean(checkerboard_score(targets)))
     output_score = float(np.mean(checkerboard_score(outputs)))
     return {
-        "test_mse": float(np.mean((images - outputs) ** 2)),
-        "test_psnr": float(np.mean(psnr(images, outputs))),
+        "test_mse": float(np.mean((targets - outputs) ** 2)),
+        "test_psnr": float(np.mean(psnr(targets, outputs))),
         "checkerboard_input": input_score,
         "checkerboard_output": output_score,
         "checkerboard_ratio": output_score / max(input_score, 1e-12),
@@ -172,119 +166,91 @@ def export_model(model, shape, train):
         return lambda image: {"reconstruction": model(image, training=False)}
 
     inputs = {"image": tf.TensorSpec((None, *shape), tf.uint8)}
-    images = next(iter(data.load(train.dataset, "test").take(16).batch(16)))[0].numpy()
+    pictures = images.sample(train, 16)
     return export.export_savedmodel(
         model, "upsampling", inputs, serving_function(model),
-        root=train.export_dir, sample={"image": images},
-        predictions={"reconstruction": model(images, training=False).numpy()},
+        root=train.export_dir, sample={"image": pictures},
+        predictions={"reconstruction": model(pictures, training=False).numpy()},
         formats=train.export_format,
         portable=lambda: export.float32_portable(model, inputs, serving_function,
-                                                 {"image": images}))
+                                                 {"image": pictures}))
 
 
-def run(model_config, train, resume=None, export_enabled=None):
-    """Train and measure one decoder; returns its metrics (and the model)."""
-    shape = image_shape(train.dataset)
-    validate(model_config, shape)
-    run_dir = training.start_run("upsampling", model_config, train, resume)
-    train_ds, val_ds, test_ds, n_train = training.splits(
-        train, map_example=as_reconstruction_target)
-    model = build_model(shape, **dataclasses.asdict(model_config))
-    model.compile(optimizer=training.optimizer(train, training.count(train_ds)), loss="mse")
-    print(f"[upsampling] decoder {model_config.decoder}: {model.count_params():,} parameters",
-          flush=True)
-    metrics, history = training.fit_and_evaluate(
-        model, train_ds, val_ds, test_ds, train, run_dir, n_train,
-        evaluate=evaluate_reconstructions)
-    latent_shape = (shape[0] // 2 ** len(model_config.filters),
-                    shape[1] // 2 ** len(model_config.filters), model_config.filters[-1])
-    metrics["checkerboard_untrained"], untrained = untrained_artifact(
-        latent_shape, shape[-1], model_config.decoder, model_config.filters)
-    if train.export if export_enabled is None else export_enabled:
-        metrics["export"] = export_model(model, shape, train)
-    training.write_json(os.path.join(run_dir, "metrics.json"), metrics)
-    print(f"[upsampling] {model_config.decoder}: test MSE {metrics['test_mse']:.5f}, PSNR "
-          f"{metrics['test_psnr']:.2f} dB, checkerboard {metrics['checkerboard_output']:.4f} "
-          f"(inputs {metrics['checkerboard_input']:.4f}), untrained on a constant "
-          f"{metrics['checkerboard_untrained']:.4f}; run {run_dir}", flush=True)
-    return {**metrics, "run_dir": run_dir, "model": model, "untrained": untrained}
+class Upsampling(recipe.Recipe):
+    name, doc, Config = "upsampling", __doc__, ModelConfig
+    train_defaults = dict(epochs=8, patience=2)
+    presets = {"default": {"doc": "the defaults above"}}
+    comparisons = {"--compare": ("decoder", KINDS)}
+    compare_curve = "val_loss"
+    loss, metrics = "mse", ()
+    evaluate = staticmethod(evaluate_reconstructions)
+
+    def facts(self, model_config, train):
+        shape, _ = images.facts(train)
+        model_config.validate(shape)
+        return shape
+
+    def data(self, shape, model_config, train):
+        return recipe.Data(*data.splits(train, map_example=as_reconstruction_target))
+
+    def build(self, shape, splits, model_config):
+        return build_model(shape, **dataclasses.asdict(model_config))
+
+    def measure(self, model, shape, model_config):
+        score, _ = untrained_artifact(model_config.latent_shape(shape), shape[-1],
+                                      model_config.decoder, model_config.filters)
+        return {"checkerboard_untrained": score}
+
+    def export(self, model, shape, splits, train):
+        return export_model(model, shape, train)
+
+    def report(self, m):
+        return (f"test MSE {m['test_mse']:.5f}, PSNR {m['test_psnr']:.2f} dB, checkerboard "
+                f"{m['checkerboard_output']:.4f} (inputs {m['checkerboard_input']:.4f}), "
+                f"untrained on a constant {m['checkerboard_untrained']:.4f}")
+
+    def compare_columns(self):
+        return [("parameters", lambda r: f"{r['parameters']:,}"),
+                ("test MSE", lambda r: f"{r['test_mse']:.5f}"),
+                ("PSNR (dB)", lambda r: f"{r['test_psnr']:.2f}"),
+                ("checkerboard (output / input)",
+                 lambda r: f"{r['checkerboard_output']:.4f} / {r['checkerboard_input']:.4f}"),
+                ("untrained, constant input (mean of 5)",
+                 lambda r: f"{r['checkerboard_untrained']:.4f}"),
+                ("training seconds", lambda r: f"{r['training_seconds']:.0f}")]
+
+    def compare_figures(self, results, configs, train):
+        """Eight test images and each decoder's reconstructions; below, what each
+        decoder makes of a constant input before any training."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        pictures = images.sample(train, 8)
+        shape = pictures.shape[1:]
+        rows = [("input", pictures[..., 0] / 255.0)] + [
+            (kind, np.asarray(r["model"](pictures))[..., 0]) for kind, r in results.items()]
+        fig, axes = plt.subplots(len(rows) + 1, 8, figsize=(10, 1.35 * (len(rows) + 1)))
+        for row, (label, row_images) in enumerate(rows):
+            for col in range(8):
+                axes[row, col].imshow(row_images[col], cmap="gray", vmin=0, vmax=1)
+            axes[row, 0].set_title(label, loc="left", fontsize=9)
+        for n, (kind, r) in enumerate(results.items()):
+            config = configs[kind]
+            _, untrained = untrained_artifact(config.latent_shape(shape), shape[-1], kind,
+                                              config.filters)
+            ax = axes[-1, 3 * n]  # spaced out so the titles fit
+            ax.imshow(untrained[..., 0], cmap="gray")  # own contrast: the pattern is faint
+            ax.set_title(f"untrained {kind},\nconstant input", loc="left", fontsize=8)
+        for ax in axes.flat:
+            ax.axis("off")
+        fig.tight_layout()
+        return {"reconstructions": fig}
 
 
-def compare(model_config, train):
-    """All three decoders with the same seed and budget: table + PNG grid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = training.new_run_dir(train.runs_dir, "upsampling-compare")
-    results = {}
-    for kind in KINDS:
-        print(f"\n[upsampling] === decoder {kind} ===", flush=True)
-        with training.released_graphs():
-            results[kind] = run(dataclasses.replace(model_config, decoder=kind), train,
-                                export_enabled=False)
-    table = [
-        f"Decoders on {train.dataset} test split: same encoder, seed {train.seed}, at most "
-        f"{train.epochs} epochs (early stopping), batch {train.batch_size}. Checkerboard "
-        "score: share of non-constant spectral energy at the stride-2 frequencies (1 = pure "
-        "checkerboard, 0 = none); 'untrained' = a fresh decoder fed a constant input, mean "
-        "of 5 initialisations.",
-        "",
-        "| decoder | parameters | test MSE | PSNR (dB) | checkerboard (output / input) | "
-        "untrained, constant input | train time (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for kind, r in results.items():
-        table.append(
-            f"| {kind} | {r['parameters']:,} | {r['test_mse']:.5f} | {r['test_psnr']:.2f} | "
-            f"{r['checkerboard_output']:.4f} / {r['checkerboard_input']:.4f} | "
-            f"{r['checkerboard_untrained']:.4f} | {r['train_seconds']:.0f} |")
-    with open(os.path.join(out_dir, "upsampling.md"), "w") as f:
-        f.write("\n".join(table) + "\n")
-    training.write_json(os.path.join(out_dir, "upsampling.json"), {
-        kind: {k: v for k, v in r.items() if k not in ("model", "untrained", "history")}
-        for kind, r in results.items()})
-
-    images = next(iter(data.load(train.dataset, "test").take(8).batch(8)))[0].numpy()
-    rows = [("input", images[..., 0] / 255.0)] + [
-        (kind, np.asarray(r["model"](images))[..., 0]) for kind, r in results.items()]
-    fig, axes = plt.subplots(len(rows) + 1, 8, figsize=(10, 1.35 * (len(rows) + 1)))
-    for row, (label, pictures) in enumerate(rows):
-        for col in range(8):
-            axes[row, col].imshow(pictures[col], cmap="gray", vmin=0, vmax=1)
-        axes[row, 0].set_title(label, loc="left", fontsize=9)
-    for n, (kind, r) in enumerate(results.items()):
-        ax = axes[-1, 3 * n]  # spaced out so the titles fit
-        ax.imshow(r["untrained"][..., 0], cmap="gray")  # own contrast: the pattern is faint
-        ax.set_title(f"untrained {kind},\nconstant input", loc="left", fontsize=8)
-    for ax in axes.flat:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "upsampling.png"), dpi=110)
-    print("\n".join(table))
-    print(f"[upsampling] comparison written to {out_dir}")
-    return out_dir
-
-
-def parse(argv=None):
-    """(parser, args, model config, train config) of a command line; runs nothing."""
-    parser = training.build_parser(
-        "python -m recipes.upsampling", __doc__, ModelConfig(),
-        training.TrainConfig(epochs=8, patience=2), ModelConfig.HELP)
-    parser.add_argument("--compare", action="store_true",
-                        help=f"train each decoder of {KINDS} with the same seed and budget")
-    args = parser.parse_args(argv)
-    return (parser, args, *training.split_args(args, ModelConfig(), training.TrainConfig()))
-
-
-def main(argv=None):
-    parser, args, model_config, train = parse(argv)
-    if args.compare:
-        training.run_or_exit(parser, compare, model_config, train)
-    else:
-        training.run_or_exit(parser, run, model_config, train, resume=args.resume)
-
+RECIPE = Upsampling()
+run, parse, main = RECIPE.run, RECIPE.parse, RECIPE.main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -88,17 +88,17 @@ def text_recipe(name, argv=(), **train_fields):
     import importlib
     import tempfile
 
-    from core import text, training
+    from core import config, training
 
-    recipe = importlib.import_module(f"recipes.{name}")
+    recipe = importlib.import_module(f"recipes.{name}").RECIPE
     _, _, model_config, train = recipe.parse(list(argv))
     clock = training.EpochClock()
     with tempfile.TemporaryDirectory() as runs, training.released_graphs():
         train = dataclasses.replace(train, export=False, runs_dir=runs, **train_fields)
-        training.validate(train)
-        result = text.run(name, recipe.build_model, model_config, train, recipe.validate,
-                          extra_callbacks=[clock])
-    result.pop("run_dir")
+        config.validate(train)
+        result = recipe.run(model_config, train, extra_callbacks=[clock])
+    for key in ("run_dir", "model"):
+        result.pop(key)
     return {**result, "clock": clock.seconds, "seconds_per_step": clock.seconds_per_step()}
 
 

@@ -115,13 +115,13 @@ def retrain(values, seed, args):
     import keras
     import keras_tuner as kt
 
-    from core import training
+    from core import config, training
     from tuning import spaces
 
-    train = training.TrainConfig(dataset="fashion_mnist", seed=seed, batch_size=BATCH_SIZE,
+    train = config.TrainConfig(dataset="fashion_mnist", seed=seed, batch_size=BATCH_SIZE,
                                  train_percent=args.train_percent, limit=args.limit)
     keras.utils.set_random_seed(seed)
-    keras.config.set_dtype_policy(training.resolve_precision(train.precision))
+    keras.config.set_dtype_policy(config.resolve_precision(train.precision))
     recipe = spaces.CNN(train)
     hp = kt.HyperParameters()
     hp.values = dict(values)
@@ -352,10 +352,10 @@ def report(args, runs):
 
 
 def _grid_points():
-    from core import training
+    from core import config
     from tuning import spaces
 
-    values = spaces.grid_values(spaces.registered(spaces.CNN(training.TrainConfig())))
+    values = spaces.grid_values(spaces.registered(spaces.CNN(config.TrainConfig())))
     return math.prod(len(v) for v in values.values())
 
 

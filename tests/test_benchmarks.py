@@ -47,7 +47,7 @@ def test_hyperband_winner_is_retrained_with_exactly_its_hyperparameters(monkeypa
                               "dropout": 0.30000000000000004, "dense_units": 128,
                               "batch_norm_momentum": 0.9}}
     seen = {}
-    monkeypatch.setattr(cnn, "run", lambda model, train, resume=None: seen.update(
+    monkeypatch.setattr(cnn.RECIPE, "run", lambda model, train, resume=None: seen.update(
         model=model, train=train))
     cnn.main(hyperband.recipe_flags(best))
     assert seen["model"].filters == (48, 96)
@@ -56,7 +56,7 @@ def test_hyperband_winner_is_retrained_with_exactly_its_hyperparameters(monkeypa
             assert getattr(seen["model"], name) == value
     assert seen["train"].learning_rate == best["hyperparameters"]["learning_rate"]
     # Everything else stays at the recipe's default budget.
-    assert seen["train"].epochs == cnn.EPOCHS and seen["train"].limit == 0
+    assert seen["train"].epochs == cnn.TRAIN_DEFAULTS["epochs"] and seen["train"].limit == 0
 
 
 def test_throughput_reports_steady_state_of_the_repeats_only():

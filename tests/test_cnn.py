@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from core import export, training
+from core import config, export
 from recipes import cnn
 
 
@@ -54,14 +54,13 @@ def test_mixed_bfloat16_keeps_softmax_float32():
     ({"filters": (8, 8, 8, 8, 8)}, "shrink a 28x28 image to nothing at block 5"),
     ({"kernel_size": 7, "padding": "valid", "filters": (8, 8, 8), "convs_per_block": 1},
      "at block 3"),
-    ({"kernel_size": 4}, "kernel_size must be 3, 5 or 7"),
+    ({"kernel_size": 4}, r"kernel_size must be one of \(3, 5, 7\)"),
     ({"dropout": 1.0}, "dropout must be in"),
     ({"batch_norm_momentum": 1.0}, "batch_norm_momentum must be in"),
 ])
 def test_bad_model_config(overrides, message):
-    config = cnn.ModelConfig(**overrides)
-    with pytest.raises(training.ConfigError, match=message):
-        cnn.validate(config, (28, 28, 1))
+    with pytest.raises(config.ConfigError, match=message):
+        cnn.ModelConfig(**overrides).validate((28, 28, 1))
 
 
 def test_spatial_sizes_follow_the_blocks():
@@ -181,8 +180,8 @@ def test_resnet_and_inception_use_the_blocks_from_layers():
      "batch_norm_momentum must be in"),
 ])
 def test_bad_architecture_config(overrides, shape, message):
-    with pytest.raises(training.ConfigError, match=message):
-        cnn.validate(cnn.ModelConfig(**overrides), shape)
+    with pytest.raises(config.ConfigError, match=message):
+        cnn.ModelConfig(**overrides).validate(shape)
 
 
 def test_unknown_architecture_is_refused_before_training(tmp_path, capsys):
@@ -212,7 +211,7 @@ def test_each_architecture_trains_and_exports_a_servable_model(architecture, tmp
 def test_augmentation_acts_in_training_only_for_every_architecture():
     images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
     for architecture in cnn.ARCHITECTURES:
-        cnn.validate(cnn.ModelConfig(architecture=architecture, augment=True), (28, 28, 1))
+        cnn.ModelConfig(architecture=architecture, augment=True).validate((28, 28, 1))
     model = cnn.build_model((28, 28, 1), 10, augment=True, filters=(4,), dense_units=8,
                             dropout=0.0, dense_dropout=0.0)
     assert any(isinstance(layer, keras.layers.RandomTranslation) for layer in model.layers)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from core import export, loop, training
+from core import config, export, loop, runs
 from recipes import cnn, launch
 from tests import distributed_worker
 
@@ -218,11 +218,11 @@ def test_bad_strategy_flags_are_refused(capsys, tmp_path, flags, message):
 
 def test_run_dir_is_created_continued_or_refused(tmp_path):
     fresh = tmp_path / "fresh"
-    assert training.named_run_dir(str(fresh)) == str(fresh) and fresh.is_dir()
+    assert runs.named_run_dir(str(fresh)) == str(fresh) and fresh.is_dir()
     (fresh / "config.json").write_text("{}")
-    assert training.named_run_dir(str(fresh)) == str(fresh)  # a run: continued
+    assert runs.named_run_dir(str(fresh)) == str(fresh)  # a run: continued
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    with pytest.raises(training.ConfigError, match="not empty and not a run directory"):
-        training.named_run_dir(str(other))
+    with pytest.raises(config.ConfigError, match="not empty and not a run directory"):
+        runs.named_run_dir(str(other))

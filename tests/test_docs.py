@@ -83,14 +83,14 @@ def _runnable(language):
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A folder laid out like a checkout after `make run`: .venv, a CNN export."""
-    from core import training
+    from core import config, images
     from recipes import cnn
 
     path = tmp_path_factory.mktemp("checkout")
     os.symlink(sys.prefix, path / ".venv")
     model = cnn.build_model((28, 28, 1), 10, filters=(4,), dense_units=8)
-    cnn.export_model(model, cnn.dataset_facts("fashion_mnist")[1], (28, 28, 1),
-                     training.TrainConfig(export_dir=str(path / "saved_models")))
+    images.export_classifier(model, "cnn", images.facts(config.TrainConfig())[1], (28, 28, 1),
+                             config.TrainConfig(export_dir=str(path / "saved_models")))
     return path
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from core import training
+from core import config, runs, training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 2,048 images in batches of 64: 32 steps an epoch, about 1-2 s here, so a kill
@@ -93,7 +93,7 @@ def test_resume_restores_weights_optimizer_early_stopping_and_plateau(tmp_path):
     y = (x[:, 0] > 0).astype("int64")
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     val = tf.data.Dataset.from_tensor_slices((x, 1 - y)).batch(16)  # val_loss worsens
-    train = training.TrainConfig(epochs=8, patience=5, lr_patience=1)
+    train = config.TrainConfig(epochs=8, patience=5, lr_patience=1)
     crashed = _tiny_model()
 
     class Crash(keras.callbacks.Callback):
@@ -104,7 +104,7 @@ def test_resume_restores_weights_optimizer_early_stopping_and_plateau(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         training.fit_and_evaluate(crashed, ds, val, ds, train, str(tmp_path), 64,
                                   extra_callbacks=[Crash()])
-    path, saved = training.latest_checkpoint(str(tmp_path / "checkpoints"))
+    path, saved = runs.latest_checkpoint(str(tmp_path / "checkpoints"))
     assert saved["epoch"] == 3 and len(saved["history"]["val_loss"]) == 3
 
     model = _tiny_model()  # fresh weights and optimizer, as in a new process
@@ -130,7 +130,7 @@ def test_resumed_history_and_metrics_count_every_epoch(tmp_path):
     x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
     y = (x[:, 0] > 0).astype("int64")
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-    train = training.TrainConfig(epochs=4, patience=10)
+    train = config.TrainConfig(epochs=4, patience=10)
 
     class Crash(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -158,7 +158,7 @@ def test_an_epoch_of_steps_may_end_inside_a_pass(tmp_path):
     epoch spans two passes; speed counts the examples actually seen."""
     x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
     ds = tf.data.Dataset.from_tensor_slices((x, (x[:, 0] > 0).astype("int64"))).batch(16)
-    train = training.TrainConfig(epochs=3, steps_per_epoch=3, patience=10)
+    train = config.TrainConfig(epochs=3, steps_per_epoch=3, patience=10)
     clock = training.EpochClock()
     metrics, _ = training.fit_and_evaluate(_tiny_model(), ds, ds, ds, train, str(tmp_path), 64,
                                            extra_callbacks=[clock])
@@ -166,4 +166,4 @@ def test_an_epoch_of_steps_may_end_inside_a_pass(tmp_path):
     # 9 batches of 16 seen: 144 examples over the run's seconds, not 3 passes of 64.
     assert metrics["examples_per_second"] * metrics["train_seconds"] == pytest.approx(144, rel=0.02)
     assert training.steps_per_epoch(train, ds) == 3
-    assert training.steps_per_epoch(training.TrainConfig(), ds) == 4
+    assert training.steps_per_epoch(config.TrainConfig(), ds) == 4

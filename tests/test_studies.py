@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import studies
-from core import training
+from core import config, training
 from studies import (activations, batchnorm, clipping, data_size, gru_lstm, memory, padding,
                      regularization, tuners)
 
@@ -152,7 +152,7 @@ def test_bad_study_settings_are_one_line_errors(capsys, tmp_path, module, argv, 
 
 
 def test_clipnorm_reaches_the_recipes_optimizer():
-    assert training.optimizer(training.TrainConfig(clipnorm=1.5)).clipnorm == 1.5
-    assert training.optimizer(training.TrainConfig()).clipnorm is None
-    with pytest.raises(training.ConfigError, match="clipnorm must be >= 0"):
-        training.validate(training.TrainConfig(clipnorm=-1))
+    assert training.optimizer(config.TrainConfig(clipnorm=1.5)).clipnorm == 1.5
+    assert training.optimizer(config.TrainConfig()).clipnorm is None
+    with pytest.raises(config.ConfigError, match="clipnorm must be >= 0"):
+        config.validate(config.TrainConfig(clipnorm=-1))

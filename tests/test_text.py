@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from core import data, export, text, training
+from core import config, data, text
 from recipes import cnn_text, ngram_text, rnn_text, transformer_text
 
 IDS = np.random.default_rng(0).integers(0, 50, (3, 12))
@@ -33,7 +33,7 @@ def test_simple_rnn_uses_the_activation_asked_for():
 
 
 def test_ngram_baseline_sees_unigrams_and_bigrams_of_the_training_split():
-    train = training.TrainConfig(dataset="rt_snippets", limit=300)
+    train = config.TrainConfig(dataset="rt_snippets", limit=300)
     *_, vectorizer, _ = text.datasets(train, ngram_text.ModelConfig(vocabulary_size=2_000))
     vocabulary = vectorizer.get_vocabulary()
     assert len(vocabulary) == 2_000 and vocabulary[0] == "[UNK]"
@@ -135,7 +135,7 @@ def test_bad_input_refused_before_training(recipe, flags, message, tmp_path, cap
 
 
 def test_vocabulary_comes_from_the_training_slice_only():
-    train = training.TrainConfig(dataset="rt_snippets", limit=200)
+    train = config.TrainConfig(dataset="rt_snippets", limit=200)
     *_, vectorizer, n_train = text.datasets(train, text.TextConfig(vocabulary_size=500))
     assert n_train == 200
     first_train = data.load("rt_snippets", "train").take(200).map(lambda t, label: t)

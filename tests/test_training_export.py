@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from core import export, training
+from core import config, data, export, runs, training
 
 
 def _tiny_model():
@@ -33,8 +33,8 @@ def _export(model, root):
 
 
 def test_run_dirs_are_never_reused(tmp_path):
-    first = training.new_run_dir(str(tmp_path), "cnn")
-    second = training.new_run_dir(str(tmp_path), "cnn")
+    first = runs.new_run_dir(str(tmp_path), "cnn")
+    second = runs.new_run_dir(str(tmp_path), "cnn")
     assert first != second and os.path.isdir(first) and os.path.isdir(second)
 
 
@@ -43,15 +43,15 @@ def test_start_run_saves_config_and_resume_needs_a_run(tmp_path):
     class Model:
         units: int = 4
 
-    train = training.TrainConfig(runs_dir=str(tmp_path), precision="float32")
-    run_dir = training.start_run("demo", Model(), train)
+    train = config.TrainConfig(runs_dir=str(tmp_path), precision="float32")
+    run_dir = runs.start_run("demo", Model(), train)
     with open(os.path.join(run_dir, "config.json")) as f:
-        config = json.load(f)
-    assert config["model"] == {"units": 4}
-    assert config["train"]["precision_resolved"] == "float32"
-    assert training.start_run("demo", Model(), train, resume=run_dir) == run_dir
-    with pytest.raises(training.ConfigError, match="not a run directory"):
-        training.start_run("demo", Model(), train, resume=str(tmp_path))
+        record = json.load(f)
+    assert record["model"] == {"units": 4}
+    assert record["train"]["precision_resolved"] == "float32"
+    assert runs.start_run("demo", Model(), train, resume=run_dir) == run_dir
+    with pytest.raises(config.ConfigError, match="not a run directory"):
+        runs.start_run("demo", Model(), train, resume=str(tmp_path))
     keras.config.set_dtype_policy("float32")
 
 
@@ -66,16 +66,16 @@ def test_start_run_saves_config_and_resume_needs_a_run(tmp_path):
     ("schedule", "step", "schedule must be one of"),
 ])
 def test_bad_training_config(field, value, message):
-    with pytest.raises(training.ConfigError, match=message):
-        training.validate(dataclasses.replace(training.TrainConfig(), **{field: value}))
+    with pytest.raises(config.ConfigError, match=message):
+        config.validate(dataclasses.replace(config.TrainConfig(), **{field: value}))
 
 
 def test_auto_precision_follows_the_cpu(monkeypatch):
-    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
-    assert training.resolve_precision("auto") == "mixed_bfloat16"
-    monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)
-    assert training.resolve_precision("auto") == "float32"
-    assert training.resolve_precision("float32") == "float32"
+    monkeypatch.setattr(config, "cpu_has_bf16", lambda: True)
+    assert config.resolve_precision("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(config, "cpu_has_bf16", lambda: False)
+    assert config.resolve_precision("auto") == "float32"
+    assert config.resolve_precision("float32") == "float32"
 
 
 def test_flags_cover_every_field():
@@ -84,9 +84,9 @@ def test_flags_cover_every_field():
         filters: tuple = (8, 16)
         batch_norm: bool = True
 
-    parser = training.build_parser("demo", "demo", Model(), training.TrainConfig())
+    parser = config.parser("demo", "demo", Model)
     args = parser.parse_args(["--filters", "4,5,6", "--no-batch-norm", "--epochs", "2"])
-    model, train = training.split_args(args, Model(), training.TrainConfig())
+    model, train = config.split_args(args, Model)
     assert model == Model(filters=(4, 5, 6), batch_norm=False)
     assert train.epochs == 2 and train.dataset == "fashion_mnist"
 
@@ -131,12 +131,12 @@ def test_learning_rate_cut_only_when_asked(tmp_path):
     plateau = training.callbacks(str(tmp_path), 4, "val_accuracy", lr_patience=2)[0]
     assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau)
     assert plateau.patience == 2 and plateau.monitor == "val_accuracy"
-    with pytest.raises(training.ConfigError, match="lr_patience"):
-        training.validate(dataclasses.replace(training.TrainConfig(), lr_patience=-1))
+    with pytest.raises(config.ConfigError, match="lr_patience"):
+        config.validate(dataclasses.replace(config.TrainConfig(), lr_patience=-1))
 
 
 def test_cosine_schedule_warms_up_for_an_epoch_then_decays_to_zero_at_the_last_epoch():
-    train = training.TrainConfig(schedule="cosine", learning_rate=0.004, epochs=10)
+    train = config.TrainConfig(schedule="cosine", learning_rate=0.004, epochs=10)
     schedule = training.optimizer(train, steps_per_epoch=50).learning_rate
     rate = lambda step: float(training.learning_rate(train, 50)(step))  # noqa: E731
     assert rate(0) == 0.0 and rate(25) == pytest.approx(0.002)
@@ -144,11 +144,11 @@ def test_cosine_schedule_warms_up_for_an_epoch_then_decays_to_zero_at_the_last_e
     assert rate(50 + 225) == pytest.approx(0.002, rel=1e-3)  # half-way through the decay
     assert rate(500) == pytest.approx(0.0, abs=1e-9)
     assert float(schedule) == 0.0  # the optimizer follows it: step 0, warm-up begins at 0
-    assert float(training.optimizer(training.TrainConfig()).learning_rate) == pytest.approx(1e-3)
+    assert float(training.optimizer(config.TrainConfig()).learning_rate) == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="steps per epoch"):
         training.learning_rate(train)
-    with pytest.raises(training.ConfigError, match="cannot be combined with --lr-patience"):
-        training.validate(dataclasses.replace(train, lr_patience=2))
+    with pytest.raises(config.ConfigError, match="cannot be combined with --lr-patience"):
+        config.validate(dataclasses.replace(train, lr_patience=2))
 
 
 def _func_graphs():
@@ -183,8 +183,8 @@ def test_released_graphs_drops_each_models_gradient_entries_and_traced_graphs():
 
 def test_train_percent_draws_a_seeded_subset_of_train_only():
     def texts(**fields):
-        train = training.TrainConfig(dataset="rt_snippets", **fields)
-        return [t for t, _ in training.training_examples(train).as_numpy_iterator()]
+        train = config.TrainConfig(dataset="rt_snippets", **fields)
+        return [t for t, _ in data.training_examples(train).as_numpy_iterator()]
 
     everything = texts()
     tenth, again, other = (texts(train_percent=10, seed=s) for s in (1, 1, 2))
@@ -192,12 +192,12 @@ def test_train_percent_draws_a_seeded_subset_of_train_only():
     assert tenth == again and tenth != other  # drawn with the seed
     assert set(tenth) <= set(everything) and len(set(tenth)) > 0.95 * len(tenth)
     assert tenth[:20] != everything[:20]  # a random subset, not the first films
-    _, val, test, n = training.splits(
-        training.TrainConfig(dataset="rt_snippets", train_percent=10, batch_size=512))
-    whole = training.splits(training.TrainConfig(dataset="rt_snippets", batch_size=512))
+    _, val, test, n = data.splits(
+        config.TrainConfig(dataset="rt_snippets", train_percent=10, batch_size=512))
+    whole = data.splits(config.TrainConfig(dataset="rt_snippets", batch_size=512))
     assert n == len(tenth)
-    assert [training.count(ds.unbatch()) for ds in (val, test)] == [
-        training.count(ds.unbatch()) for ds in whole[1:3]]
+    assert [data.count(ds.unbatch()) for ds in (val, test)] == [
+        data.count(ds.unbatch()) for ds in whole[1:3]]
 
 
 def test_epoch_clock_leaves_validation_out():
@@ -221,14 +221,14 @@ def test_epoch_clock_leaves_validation_out():
 
 def test_pipeline_batches_reshuffles_and_runs_without_the_autotuner():
     ds = tf.data.Dataset.range(10).map(lambda i: (i, i % 2))
-    train = training.pipeline(ds, 4, shuffle=True, seed=1)
+    train = data.pipeline(ds, 4, shuffle=True, seed=1)
     epochs = [[x.numpy().tolist() for x, _ in train] for _ in range(2)]
     assert [len(batch) for batch in epochs[0]] == [4, 4, 2]
     assert sorted(sum(epochs[0], [])) == list(range(10))  # each example once
     assert epochs[0] != epochs[1]  # reshuffled every epoch
-    # The autotuner's thread can stall the end of an epoch (training.pipeline).
+    # The autotuner's thread can stall the end of an epoch (data.pipeline).
     assert train.options().autotune.enabled is False
-    assert training.pipeline(ds, 4, limit=3).options().autotune.enabled is False
+    assert data.pipeline(ds, 4, limit=3).options().autotune.enabled is False
 
 
 def test_a_version_appears_whole_or_not_at_all(tmp_path, monkeypatch):

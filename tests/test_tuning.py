@@ -13,7 +13,7 @@ import pytest
 
 import keras_tuner as kt
 
-from core import export, text, training
+from core import config, export, text
 from tuning import search, spaces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,10 +103,10 @@ def _walk(oracle, trials):
 @pytest.mark.parametrize("tuner", ["random", "bayesian"])
 def test_same_seed_same_trials(tuner, tmp_path):
     """--seed fixes the sequence of points (Bayesian's guided ones included)."""
-    from core import training
+    from core import config
     from tuning import spaces
 
-    recipe = spaces.Upsampling(training.TrainConfig())
+    recipe = spaces.Upsampling(config.TrainConfig())
     sequences = []
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         oracle = search.make_tuner(tuner, search.RecipeHyperModel(recipe), recipe.objective,
@@ -169,10 +169,10 @@ def test_grid_walks_every_point_of_its_discrete_space_once(tmp_path):
 
     import keras_tuner as kt
 
-    from core import training
+    from core import config
     from tuning import spaces
 
-    hp = spaces.registered(spaces.Upsampling(training.TrainConfig()))
+    hp = spaces.registered(spaces.Upsampling(config.TrainConfig()))
     grid = spaces.grid_values(hp)
     assert len(grid["learning_rate"]) == 11 and grid["learning_rate"][0] == 3e-4
     oracle = kt.oracles.GridSearchOracle(objective=kt.Objective("val_loss", "min"),
@@ -230,7 +230,7 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
 
 @pytest.mark.parametrize("name", ["rnn_text", "transformer_text", "cnn_text"])
 def test_text_spaces_build_at_their_defaults_with_the_datas_sequence_length(name):
-    train = training.TrainConfig(dataset="rt_snippets", limit=64)
+    train = config.TrainConfig(dataset="rt_snippets", limit=64)
     recipe = spaces.RECIPES[name](train)
     kwargs, _ = recipe.define(kt.HyperParameters())
     model = recipe.model(kwargs)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from core import export, training
+from core import data, export
 from recipes import upsampling
 
 
@@ -36,7 +36,7 @@ def test_psnr():
 
 
 def test_decoders_match_in_shape_and_parameters():
-    models = {kind: upsampling.build_model((28, 28, 1), kind) for kind in upsampling.KINDS}
+    models = {kind: upsampling.build_model((28, 28, 1), decoder=kind) for kind in upsampling.KINDS}
     assert len({m.count_params() for m in models.values()}) == 1
     images = np.zeros((2, 28, 28, 1), np.uint8)
     for model in models.values():
@@ -77,19 +77,21 @@ def test_tiny_run_exports_and_tiny_comparison_writes_table_and_png(tmp_path):
     assert served["reconstruction"].shape == (3, 28, 28, 1)
 
     upsampling.main(["--compare", *common])
-    (compare_dir,) = (tmp_path / "runs" / "upsampling-compare").iterdir()
-    table = (compare_dir / "upsampling.md").read_text()
+    (compare_dir,) = (tmp_path / "runs" / "upsampling-decoders").iterdir()
+    table = (compare_dir / "decoders.md").read_text()
     for kind in upsampling.KINDS:
         assert f"| {kind} |" in table
-    assert (compare_dir / "upsampling.png").stat().st_size > 10_000
-    assert set(json.loads((compare_dir / "upsampling.json").read_text())) == set(
-        upsampling.KINDS)
+    assert (compare_dir / "reconstructions.png").stat().st_size > 10_000
+    assert (compare_dir / "decoders.png").stat().st_size > 10_000  # validation loss curves
+    record = json.loads((compare_dir / "decoders.json").read_text())
+    assert set(record) == set(upsampling.KINDS)
+    assert all(np.isfinite(r["test_psnr"]) and r["epochs"] == 1 for r in record.values())
     assert os.listdir(tmp_path / "sm" / "upsampling") == ["1"]  # --compare exports nothing
 
 
 def test_a_run_reads_the_test_split_once(tmp_path, monkeypatch):
     passes = []
-    real_splits = training.splits
+    real_splits = data.splits
 
     def counted_splits(*args, **kwargs):
         train_ds, val_ds, test_ds, n = real_splits(*args, **kwargs)
@@ -101,7 +103,7 @@ def test_a_run_reads_the_test_split_once(tmp_path, monkeypatch):
 
         return train_ds, val_ds, Counted(), n
 
-    monkeypatch.setattr(training, "splits", counted_splits)
+    monkeypatch.setattr(data, "splits", counted_splits)
     upsampling.main(["--epochs", "1", "--limit", "64", "--filters", "4,8", "--no-export",
                      "--runs-dir", str(tmp_path)])
     assert len(passes) == 1

@@ -33,7 +33,7 @@ import time
 import keras
 import keras_tuner as kt
 
-from core import data, training
+from core import config, data, runs, training
 from tuning.spaces import DEFAULT_DATASETS, RECIPES
 
 TUNERS = ("random", "bayesian", "hyperband", "grid")
@@ -135,7 +135,7 @@ def check_directory(path, recipe, tuner, overwrite):
             f"{path} exists and is not a search directory; choose another --dir, or pass "
             "--overwrite to delete it")
     os.makedirs(path, exist_ok=True)
-    training.write_json(marker, {"recipe": recipe, "tuner": tuner})
+    runs.write_json(marker, {"recipe": recipe, "tuner": tuner})
 
 
 def trial_seconds(path):
@@ -262,7 +262,7 @@ def build_parser():
     parser.add_argument("--train-percent", type=int, default=100,
                         help="train on this share of the training split, drawn with --seed; "
                         "validation and test stay whole (default: 100)")
-    parser.add_argument("--precision", default="auto", help=f"one of {training.PRECISIONS}")
+    parser.add_argument("--precision", default="auto", help=f"one of {config.PRECISIONS}")
     parser.add_argument("--dir", default=None,
                         help="search directory (default: tuning_runs/<recipe>/<tuner>)")
     parser.add_argument("--overwrite", action="store_true",
@@ -315,16 +315,16 @@ def search(args):
     set_role(args)
     is_worker = os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief" and \
         "KERASTUNER_ORACLE_IP" in os.environ
-    train = training.TrainConfig(
+    train = config.TrainConfig(
         dataset=args.dataset or DEFAULT_DATASETS[args.recipe], epochs=args.epochs,
         batch_size=args.batch_size, seed=args.seed, precision=args.precision, limit=args.limit,
         train_percent=args.train_percent, export_dir=args.export_dir)
-    training.validate(train)
+    config.validate(train)
     path = args.dir or os.path.join("tuning_runs", args.recipe, args.tuner)
     if not is_worker:  # workers share the chief's directory
         check_directory(path, args.recipe, args.tuner, args.overwrite)
     keras.utils.set_random_seed(args.seed)
-    keras.config.set_dtype_policy(training.resolve_precision(train.precision))
+    keras.config.set_dtype_policy(config.resolve_precision(train.precision))
     recipe = RECIPES[args.recipe](train)
     directory, project = os.path.split(os.path.abspath(path))
     tuner = make_tuner(args.tuner, RecipeHyperModel(recipe), recipe.objective, directory,
@@ -367,7 +367,7 @@ def report(tuner, recipe, path, args):
             best.update({f"test_{k}": float(v) for k, v in test.items()})
         if args.export_best:
             best["export"] = recipe.export(best_model, kwargs)
-    training.write_json(os.path.join(path, "best.json"), best)
+    runs.write_json(os.path.join(path, "best.json"), best)
     print(f"[tuning] best: {json.dumps(best, default=str)}", flush=True)
     return best
 
@@ -377,7 +377,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         search(args)
-    except (SearchError, training.ConfigError, data.DatasetError) as err:
+    except (SearchError, config.ConfigError, data.DatasetError) as err:
         parser.exit(2, f"error: {err}\n")
 
 

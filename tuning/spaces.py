@@ -10,7 +10,7 @@ vocabulary and sequence length chosen), and how to export the winner.
 import keras
 import keras_tuner as kt
 
-from core import text, training
+from core import data, images, text
 from recipes import cnn, cnn_text, rnn_text, transformer_text, upsampling
 
 
@@ -81,7 +81,7 @@ class CNN(Recipe):
 
     def __init__(self, train):
         super().__init__(train)
-        self.shape, self.class_names = cnn.dataset_facts(train.dataset)
+        self.shape, self.class_names = images.facts(train)
 
     def space(self, hp):
         blocks = hp.Int("blocks", 2, 3)
@@ -103,15 +103,15 @@ class CNN(Recipe):
         }
 
     def make_data(self, kwargs):
-        train_ds, val_ds, test_ds, _ = training.splits(self.train)
+        train_ds, val_ds, test_ds, _ = data.splits(self.train)
         return train_ds, val_ds, test_ds, None
 
     def model(self, kwargs):
-        cnn.validate(cnn.ModelConfig(**kwargs), self.shape)
+        cnn.ModelConfig(**kwargs).validate(self.shape)
         return cnn.build_model(self.shape, len(self.class_names), **kwargs)
 
     def export(self, model, kwargs):
-        return cnn.export_model(model, self.class_names, self.shape, self.train)
+        return images.export_classifier(model, "cnn", self.class_names, self.shape, self.train)
 
 
 class _Text(Recipe):
@@ -120,7 +120,7 @@ class _Text(Recipe):
 
     def __init__(self, train):
         super().__init__(train)
-        self.class_names = text.dataset_facts(train.dataset)
+        self.class_names = text.dataset_facts(train)
 
     def data_key(self, kwargs):
         return kwargs["vocabulary_size"], kwargs["sequence_length"]
@@ -199,7 +199,7 @@ class Upsampling(Recipe):
 
     def __init__(self, train):
         super().__init__(train)
-        self.shape = upsampling.image_shape(train.dataset)
+        self.shape, _ = images.facts(train)
 
     def space(self, hp):
         base = hp.Choice("base_filters", [16, 32])
@@ -209,7 +209,7 @@ class Upsampling(Recipe):
         }
 
     def make_data(self, kwargs):
-        train_ds, val_ds, test_ds, _ = training.splits(
+        train_ds, val_ds, test_ds, _ = data.splits(
             self.train, map_example=upsampling.as_reconstruction_target)
         return train_ds, val_ds, test_ds, None
 
