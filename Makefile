@@ -8,14 +8,21 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: run test venv system-deps data clean-venv
+.PHONY: run test test-fast venv system-deps data clean-venv
 
 # The main job: the CNN recipe on a shorter budget than its benchmark.
 run: data
 	$(PY) -m recipes.cnn --epochs 5
 
-test: venv system-deps
-	$(PY) -m pytest -q tests
+# Both cores (pytest-xdist); the datasets are prepared first, so that two
+# workers never prepare one at the same time. --durations shows where the
+# time goes.
+test: data
+	$(PY) -m pytest -q -n 2 --durations=15 tests
+
+# The edit loop: everything but the end-to-end runs marked slow.
+test-fast: data
+	$(PY) -m pytest -q -n 2 -m "not slow" tests
 
 venv: $(STAMP)
 

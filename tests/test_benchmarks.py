@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from benchmarks import accuracy
 
 
@@ -118,6 +120,7 @@ def test_time_to_accuracy_reads_the_first_epoch_over_each_level_and_judges_the_b
     assert [line.split("**")[1] for line in verdict] == ["not met", "not met", "met"]
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_runs_all_three_and_writes_its_report(tmp_path, monkeypatch):
     import benchmarks
     from benchmarks import time_to_accuracy as tta

@@ -100,6 +100,7 @@ def test_help_lists_the_flags(capsys):
         assert flag in text
 
 
+@pytest.mark.slow
 def test_end_to_end_run_writes_a_run_and_a_servable_export(tmp_path, capsys):
     _main(tmp_path, "--activation", "swish")
     out = capsys.readouterr().out
@@ -193,6 +194,7 @@ def test_unknown_architecture_is_refused_before_training(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("architecture", [a for a in cnn.ARCHITECTURES if a != "plain"])
+@pytest.mark.slow
 def test_each_architecture_trains_and_exports_a_servable_model(architecture, tmp_path):
     cnn.main(["--architecture", architecture, "--epochs", "1", "--limit", "128",
               "--batch-size", "64", "--runs-dir", str(tmp_path / "runs"),

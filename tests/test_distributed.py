@@ -47,6 +47,7 @@ def two_workers(tmp_path_factory):
     return tmp_path, result.stdout
 
 
+@pytest.mark.slow
 def test_two_workers_train_in_step_and_only_the_chief_writes(two_workers):
     tmp_path, output = two_workers
     digests = _digests(output)
@@ -112,6 +113,7 @@ def test_worker_slices_are_disjoint_and_cover_every_global_batch():
     assert sorted(seen[0] + seen[1]) == list(range(45))
 
 
+@pytest.mark.slow
 def test_loop_on_two_workers_takes_the_steps_of_one_device_on_the_global_batch():
     """Gradients averaged over the global batch once: not per worker, not twice."""
     ports = launch.free_ports(2)
@@ -132,6 +134,7 @@ def test_loop_on_two_workers_takes_the_steps_of_one_device_on_the_global_batch()
             np.testing.assert_allclose(np.array(got), want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_killed_worker_restarted_goes_on_from_the_last_epoch(tmp_path, two_workers):
     process = subprocess.Popen(_launch(tmp_path, "--workers", "2", "--restarts", "1"), cwd=ROOT,
                                env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -157,6 +160,7 @@ def test_killed_worker_restarted_goes_on_from_the_last_epoch(tmp_path, two_worke
     assert _digests(output) == _digests(two_workers[1])
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_trains_and_exports(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "recipes.cnn", "--strategy", "mirrored", "--cpu-replicas", "2",

@@ -291,6 +291,7 @@ def saved_model_outputs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", CASES)
+@pytest.mark.slow
 def test_saved_model_in_fresh_interpreter(name, saved_model_outputs):
     expected, served = saved_model_outputs[name]
     np.testing.assert_allclose(served, expected, atol=1e-5)
@@ -310,6 +311,7 @@ _ALONE = {
 
 
 @pytest.mark.parametrize("filename", sorted(_ALONE))
+@pytest.mark.slow
 def test_each_file_works_copied_alone(filename, tmp_path):
     """One file in an empty folder, as a user copies it: nothing else of ours beside it."""
     shutil.copy(os.path.join(LAYERS_DIR, filename), tmp_path)

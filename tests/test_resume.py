@@ -43,6 +43,7 @@ def _read(run_dir, name):
         return json.load(f)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_epoch_and_ends_as_an_uninterrupted_run(tmp_path):
     _run(*CNN, "--runs-dir", str(tmp_path / "whole"))
     whole = _only_run(str(tmp_path / "whole"))

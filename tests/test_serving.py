@@ -16,6 +16,9 @@ import tensorflow as tf
 from core import data, export
 from recipes import cnn, rnn_text, transformer_text, upsampling
 
+#: Every test here serves an export in a fresh interpreter (make test-fast skips them).
+pytestmark = pytest.mark.slow
+
 FORMATS = "saved_model,onnx,litert"
 TINY = {
     "cnn": (cnn, ["--filters", "4,8", "--dense-units", "16"]),

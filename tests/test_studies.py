@@ -37,6 +37,7 @@ def _written(out, name, pngs):
                 "--limit", "256"], ["gru_lstm"]),
     (data_size, ["--percents", "50,100", "--seeds", "42", "--limit", "256"], ["data_size"]),
 ])
+@pytest.mark.slow
 def test_study_runs_end_to_end_and_writes_its_table_and_plot(tmp_path, monkeypatch, module,
                                                             argv, pngs):
     real = studies.images  # every split capped at 512 images: a tiny budget
@@ -50,6 +51,7 @@ def test_study_runs_end_to_end_and_writes_its_table_and_plot(tmp_path, monkeypat
     _written(str(tmp_path), module.__name__.split(".")[-1], pngs)
 
 
+@pytest.mark.slow
 def test_tuners_study_runs_end_to_end_and_writes_its_table_and_plot(tmp_path):
     searches = tmp_path / "searches"
     tuners.main(["--seeds", "42", "--max-epochs", "1", "--trial-epochs", "1",

@@ -159,6 +159,7 @@ def _awkward_batch(size):
     (transformer_text, ["--embedding-dim", "8", "--num-heads", "2", "--intermediate-dim", "16",
                         "--num-blocks", "1"]),
 ])
+@pytest.mark.slow
 def test_tiny_run_exports_a_model_that_takes_raw_strings(recipe, flags, tmp_path, capsys):
     recipe.main([*flags, "--epochs", "1", "--steps-per-epoch", "3", "--limit", "200",
                  "--batch-size", "64",

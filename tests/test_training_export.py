@@ -4,8 +4,6 @@ import dataclasses
 import gc
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -111,6 +109,7 @@ def test_next_version_ignores_non_numeric(tmp_path):
     assert export.next_version(str(tmp_path / "absent")) == 1
 
 
+@pytest.mark.slow
 def test_named_signature_and_fresh_process_check(tmp_path):
     model = _tiny_model()
     path = _export(model, str(tmp_path))
@@ -245,34 +244,7 @@ def test_a_version_appears_whole_or_not_at_all(tmp_path, monkeypatch):
     assert os.path.isfile(tmp_path / "tiny" / "1" / "saved_model.pb")
 
 
-_RACE = """
-import sys, keras, tensorflow as tf
-from core import export
-inputs = keras.Input((3,), name="x")
-model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
-for _ in range(3):
-    path = export.export_savedmodel(model, "tiny", {"x": tf.TensorSpec((None, 3), tf.float32)},
-                                    lambda x: {"y": model(x)}, root=sys.argv[1])
-    print("claimed", path)
-"""
-
-
-def test_two_exporters_racing_never_share_a_version(tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    racers = [subprocess.Popen([sys.executable, "-c", _RACE, str(tmp_path)], cwd=root,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for _ in range(2)]
-    outputs = [racer.communicate(timeout=300) for racer in racers]
-    assert all(racer.returncode == 0 for racer in racers), [err[-2000:] for _, err in outputs]
-    claimed = [line.rsplit("/", 1)[1] for out, _ in outputs for line in out.splitlines()
-               if line.startswith("claimed ")]
-    assert sorted(claimed, key=int) == [str(v) for v in range(1, 7)]  # six distinct versions
-    versions = sorted(name for name in os.listdir(tmp_path / "tiny") if name.isdigit())
-    assert len(versions) == 6
-    for version in versions:
-        assert os.path.isfile(tmp_path / "tiny" / version / "saved_model.pb")
-
-
+@pytest.mark.slow
 def test_export_is_checked_against_the_trained_model(tmp_path):
     model = _tiny_model()
     x = np.random.default_rng(2).normal(size=(4, 3)).astype("float32")

@@ -119,6 +119,7 @@ def test_same_seed_same_trials(tuner, tmp_path):
     assert sequences[0] != sequences[2]
 
 
+@pytest.mark.slow
 def test_results_table_best_model_and_export(tmp_path):
     path = str(tmp_path / "search")
     result = _run("tuning", "cnn", "--max-trials", "2", *TINY, "--dir", path,
@@ -184,6 +185,7 @@ def test_grid_walks_every_point_of_its_discrete_space_once(tmp_path):
                          for point in itertools.product(*grid.values())}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_trial_then_resume_loses_and_repeats_nothing(tmp_path):
     path = str(tmp_path / "search")
     argv = [sys.executable, "-m", "tuning", "upsampling", "--max-trials", "3", "--epochs", "3",
@@ -215,6 +217,7 @@ def test_sigkill_mid_trial_then_resume_loses_and_repeats_nothing(tmp_path):
     assert sorted(e["trial_id"] for e in _log(path)) == ["0", "1", "2"]  # each finished once
 
 
+@pytest.mark.slow
 def test_chief_and_two_workers_run_every_trial_once(tmp_path):
     path = str(tmp_path / "search")
     _run("tuning.launch", "--workers", "2", "cnn", "--max-trials", "4", *TINY, "--dir", path,

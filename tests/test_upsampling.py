@@ -64,6 +64,7 @@ def test_bad_input_refused_before_training(flags, message, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_tiny_run_exports_and_tiny_comparison_writes_table_and_png(tmp_path):
     common = ["--epochs", "1", "--limit", "128", "--filters", "4,8",
               "--runs-dir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm")]
