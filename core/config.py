@@ -38,7 +38,10 @@ def help_of(f):
 class TrainConfig:
     """Knobs shared by every recipe; each becomes a `--flag`."""
 
-    dataset: str = field("fashion_mnist", "TFDS name")
+    dataset: str = field(
+        "fashion_mnist", "a TFDS name, or your own data: a folder of class folders (images "
+        "or .txt files; optionally inside train/ and test/ folders) or a .csv, .tsv or .jsonl "
+        "file (docs/data.md)")
     epochs: int = field(10, "maximum epochs (early stopping may end sooner)")
     steps_per_epoch: int = field(
         0, "optimizer steps in an epoch, the unit of --epochs, --patience and the schedule's "
@@ -59,6 +62,15 @@ class TrainConfig:
     validation_percent: int = field(
         10, "share of TFDS's train split held out for validation (of its films for "
         "rt_snippets, so no film is in two splits)")
+    image_size: int = field(
+        0, "own image folders: images are resized to this side (0 = the median side of the "
+        "folder's images, at most 256)")
+    channels: int = field(
+        0, "own image folders: 1 (grayscale) or 3 (colour); 0 = 3 if any image has colour")
+    text_column: str = field("", "own tables: the column holding the text (found by name "
+                             "if unambiguous: text, sentence, review, ...)")
+    label_column: str = field("", "own tables: the column holding the label (found by name "
+                              "if unambiguous: label, class, category, ...)")
     seed: int = field(42, "seeds Python, NumPy, TensorFlow and the shuffle order")
     precision: str = field(
         "auto", f"one of {PRECISIONS}; auto = mixed_bfloat16 on a CPU with bf16 instructions "
@@ -135,6 +147,9 @@ def validate(train):
         raise ConfigError("patience and lr_patience must be >= 0")
     if train.limit < 0:
         raise ConfigError(f"limit must be >= 0, got {train.limit}")
+    if train.image_size < 0 or train.channels not in (0, 1, 3):
+        raise ConfigError(f"image_size must be >= 0 and channels 0, 1 or 3; got "
+                          f"{train.image_size} and {train.channels}")
     if not 0 < train.train_percent <= 100:
         raise ConfigError(f"train_percent must be between 1 and 100, got {train.train_percent}")
     resolve_precision(train.precision)
@@ -172,8 +187,12 @@ def flag(name):
     return "--" + name.replace("_", "-")
 
 
-def _add_flags(group, config_class):
+def add_flags(group, config_class, names=None):
+    """A flag for each field of `config_class` (those in `names`, if given), with its
+    help and default."""
     for f in dataclasses.fields(config_class):
+        if names is not None and f.name not in names:
+            continue
         default, text = f.default, help_of(f)
         if isinstance(default, bool):
             group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction,
@@ -205,8 +224,8 @@ def parser(prog, description, model_class, train_defaults=None, presets=None):
     """
     p = argparse.ArgumentParser(prog=prog, description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_flags(p.add_argument_group("model"), model_class)
-    _add_flags(p.add_argument_group("training"), TrainConfig)
+    add_flags(p.add_argument_group("model"), model_class)
+    add_flags(p.add_argument_group("training"), TrainConfig)
     p.set_defaults(**(train_defaults or {}))
     if presets:
         p.add_argument("--preset", choices=sorted(presets), default=None,

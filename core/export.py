@@ -189,7 +189,7 @@ def next_version(model_dir):
 
 
 def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=None,
-                      predictions=None, formats="saved_model", portable=None):
+                      predictions=None, formats="saved_model", portable=None, extra=None):
     """Write a new version of `name` under `root`, and return its path.
 
     Args:
@@ -209,6 +209,10 @@ def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=No
             and "litert" need `portable`.
         portable: a function returning a `Portable`, what the ONNX and LiteRT
             files come from; called only when they are asked for.
+        extra: `{signature: (inputs, serve, sample)}`, more signatures of the
+            SavedModel (encoded image files, say); `serve` is used as it is
+            (it does its own checks), and with `sample` given each is checked
+            in the fresh interpreter too.
     """
     formats = parse_formats(formats)
     others = formats[1:]
@@ -222,6 +226,9 @@ def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=No
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(SIGNATURE, guarded(serve, inputs), input_signature=specs)
+    for signature, (more_inputs, more_serve, _) in (extra or {}).items():
+        archive.add_endpoint(signature, more_serve, input_signature=[
+            tf.TensorSpec(spec.shape, spec.dtype, name=key) for key, spec in more_inputs.items()])
     with tempfile.TemporaryDirectory(prefix=".incomplete-", dir=model_dir) as tmp:
         staged = os.path.join(tmp, "model")
         archive.write_out(staged, verbose=False)
@@ -247,6 +254,10 @@ def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=No
                     raise
     if sample is not None:
         verify_export(final, serve, sample, predictions, formats, portable)
+    for signature, (_, more_serve, more_sample) in (extra or {}).items():
+        if more_sample is not None:
+            compare(serve_in_fresh_process(final, more_sample, f"saved_model:{signature}"),
+                    expected_outputs(more_serve, more_sample), 1e-5, what=f"({signature})")
     checked = " (verified in a fresh interpreter)" if sample is not None else ""
     print(f"[{name}] exported {final}: {', '.join(formats)}{checked}", flush=True)
     return final
@@ -318,9 +329,10 @@ _VERIFY_SCRIPT = textwrap.dedent(
         assert importlib.util.find_spec(package) is None, package + " is importable"
     path, runtime, inputs_file, outputs_file = sys.argv[1:]
     inputs = dict(np.load(inputs_file))
-    if runtime == "saved_model":
+    if runtime.startswith("saved_model"):
         import tensorflow as tf
-        serve = tf.saved_model.load(path).signatures["serving_default"]
+        signature = runtime.partition(":")[2] or "serving_default"
+        serve = tf.saved_model.load(path).signatures[signature]
         as_numpy = lambda t: (np.char.decode(t.numpy().astype("S"), "utf-8")
                               if t.dtype == tf.string else t.numpy())
         outputs = {key: as_numpy(value)
@@ -346,7 +358,8 @@ _VERIFY_SCRIPT = textwrap.dedent(
 
 def serve_in_fresh_process(path, inputs, runtime="saved_model"):
     """Outputs of the export on `inputs` through `runtime` (saved_model: its
-    `serving_default`; onnx: ONNX Runtime; litert: the LiteRT interpreter),
+    `serving_default`, saved_model:NAME another signature; onnx: ONNX Runtime;
+    litert: the LiteRT interpreter),
     computed in a new interpreter started in an empty folder, so no project
     code can be imported."""
     with tempfile.TemporaryDirectory() as scratch:

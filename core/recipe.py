@@ -104,7 +104,8 @@ class Recipe:
         `export_enabled` overrides `--export`; `extra_callbacks` join the
         shared ones (a benchmark's clock)."""
         facts = self.facts(model_config, train)
-        run_dir = runs.start_run(self.name, model_config, train, resume)
+        run_dir = runs.start_run(self.name, model_config, train, resume,
+                                 dataset=data.own_record(train))
         splits = self.data(facts, model_config, train)
         model = self.build(facts, splits, model_config)
         model.compile(

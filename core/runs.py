@@ -48,9 +48,9 @@ def write_json(path, value):
     os.replace(tmp, path)
 
 
-def start_run(recipe, model_config, train, resume=None):
+def start_run(recipe, model_config, train, resume=None, dataset=None):
     """Set up the strategy, seed, set precision, make (or reopen) the run directory,
-    save the config.
+    save the config (and `dataset`: what was found in the user's own data).
 
     A non-chief worker of a multi-worker job gets a temporary directory,
     removed when it exits: only the chief writes runs/ and exports.
@@ -89,6 +89,7 @@ def start_run(recipe, model_config, train, resume=None):
                   "replicas": distribute.replicas(strategy),
                   "global_batch_size": train.batch_size * distribute.replicas(strategy)},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        **({"dataset": dataset} if dataset else {}),
     }
     write_json(os.path.join(run_dir, "config.json"), record)
     print(f"[{recipe}] run directory {run_dir}")

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from core import data, export, recipe
+from core import data, export, files, recipe
 from core.config import ConfigError, field
 
 #: Awkward inputs every text export must answer (checked after each export).
@@ -87,9 +87,19 @@ def validate_text(config):
 
 
 def dataset_facts(train):
-    """Class names of `train.dataset`, a TFDS text classification dataset; refuse
-    anything else."""
+    """Class names of `train.dataset`, a TFDS text classification dataset or own texts
+    (a folder of class folders of .txt files, or a table); refuse anything else."""
     name = train.dataset
+    if files.is_path(name):
+        found = data.source(name, train.validation_percent, **data.own_options(train))
+        if found.kind != "text":
+            raise ConfigError(f"{name}: holds {found.kind}s; the text recipes need .txt files "
+                              "in class folders, or a .csv, .tsv or .jsonl file")
+        try:
+            files.require_classes(found)
+        except files.FilesError as err:
+            raise ConfigError(str(err)) from None
+        return found.class_names
     info = data.info(name)
     if not info.supervised_keys:
         raise ConfigError(f"{name}: has no (input, label) supervised keys")

@@ -186,7 +186,7 @@ class Upsampling(recipe.Recipe):
     evaluate = staticmethod(evaluate_reconstructions)
 
     def facts(self, model_config, train):
-        shape, _ = images.facts(train)
+        shape, _ = images.facts(train, classifier=False)
         model_config.validate(shape)
         return shape
 

@@ -254,7 +254,10 @@ def build_parser():
     parser.add_argument("--initial-points", type=int, default=0,
                         help="bayesian: random trials before the Gaussian process guides the "
                         "search (default: 0 = keras-tuner's, 3 per hyperparameter)")
-    parser.add_argument("--dataset", default=None, help="TFDS name (default: the recipe's)")
+    parser.add_argument("--dataset", default=None,
+                        help="a TFDS name or your own data, as for the recipes (default: the "
+                        "recipe's)")
+    config.add_flags(parser, config.TrainConfig, ("validation_percent", *data.OWN_OPTIONS))
     parser.add_argument("--seed", type=int, default=42, help="search seed (default: 42)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--limit", type=int, default=0,
@@ -318,7 +321,9 @@ def search(args):
     train = config.TrainConfig(
         dataset=args.dataset or DEFAULT_DATASETS[args.recipe], epochs=args.epochs,
         batch_size=args.batch_size, seed=args.seed, precision=args.precision, limit=args.limit,
-        train_percent=args.train_percent, export_dir=args.export_dir)
+        train_percent=args.train_percent, export_dir=args.export_dir,
+        validation_percent=args.validation_percent,
+        **{name: getattr(args, name) for name in data.OWN_OPTIONS})
     config.validate(train)
     path = args.dir or os.path.join("tuning_runs", args.recipe, args.tuner)
     if not is_worker:  # workers share the chief's directory
