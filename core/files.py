@@ -78,6 +78,14 @@ def bucket(key, salt=""):
     return int(hashlib.sha256((salt + key).encode("utf-8")).hexdigest()[:8], 16) % 100
 
 
+def mixed_order(indices, keys):
+    """`indices` ordered by a hash of their keys: a fixed order in which the classes are
+    mixed. Folders list their files class by class, and the pipeline's shuffle buffer
+    (10,000 examples) cannot mix 54,000 sorted ones: measured, Fashion-MNIST's folder
+    trained in class order reached 0.926 test accuracy against TFDS's 0.936."""
+    return sorted(indices, key=lambda i: hashlib.sha256(keys[i].encode("utf-8")).hexdigest())
+
+
 def carve(keys, validation_percent, with_test=True):
     """{split: indices} of `keys`, split by their hashes (`TEST_PERCENT` test, then
     `validation_percent` of the rest for validation)."""
@@ -205,8 +213,9 @@ def _split_files(path, files, class_names, validation_percent):
         if not chosen:
             raise FilesError(f"{path}: the {split} split is empty ({len(files)} files); add "
                              "files or use split folders")
-    return {split: ([items[i] for i in chosen], [labels[i] for i in chosen])
-            for split, chosen in parts.items()}
+    keys = [f for f, _, _ in files]
+    return {split: ([items[i] for i in mixed], [labels[i] for i in mixed])
+            for split, mixed in ((s, mixed_order(chosen, keys)) for s, chosen in parts.items())}
 
 
 def _table(path, validation_percent, text_column, label_column):
@@ -250,8 +259,8 @@ def _table(path, validation_percent, text_column, label_column):
     for split, chosen in parts.items():
         if not chosen:
             raise FilesError(f"{path}: the {split} split is empty ({len(texts)} rows)")
-    splits = {split: ([texts[i] for i in chosen], [labels[i] for i in chosen])
-              for split, chosen in parts.items()}
+    splits = {split: ([texts[i] for i in mixed], [labels[i] for i in mixed])
+              for split, mixed in ((s, mixed_order(chosen, texts)) for s, chosen in parts.items())}
     return Source(path, "text", class_names, splits, streamed=False)
 
 

@@ -115,6 +115,15 @@ def test_split_is_the_same_across_runs_and_working_directories(image_folders, tm
     assert 10 <= sizes["test"] <= 40 and sizes["validation"] >= 3  # 20% and 10% of the rest
 
 
+def test_a_split_comes_in_a_fixed_order_that_mixes_the_classes(image_folders, text_files):
+    """Folders list their files class by class; a shuffle buffer smaller than the split
+    cannot undo that, so the split itself comes mixed (and the same every time)."""
+    for path in (image_folders["flat"], text_files["folder"], text_files["csv"]):
+        labels = files.scan(path).splits["train"][1]
+        assert labels != sorted(labels) and len(set(labels[:10])) > 1
+        assert labels == files.scan(path).splits["train"][1]
+
+
 def test_split_folders_are_kept_and_validation_is_carved_from_train(image_folders):
     found = files.scan(image_folders["split"])
     in_test = [p for p in found.splits["test"][0]]
@@ -315,3 +324,18 @@ def test_image_bytes_answers_the_files_as_the_pixel_signature_answers_their_pixe
     with pytest.raises(RuntimeError, match="Unknown image file format"):
         export.serve_in_fresh_process(path, {"image_bytes": np.array([b"not an image"])},
                                       "saved_model:image_bytes")
+
+
+def test_tsv_and_json_lines_tables_are_read_like_a_csv(tmp_path):
+    rows = [(f"a {'fine' if i % 2 else 'poor'} film, number {i}", "good" if i % 2 else "bad")
+            for i in range(80)]
+    (tmp_path / "t.tsv").write_text("sentence\tclass\n" + "".join(
+        f"{text}\t{label}\n" for text, label in rows), encoding="utf-8")
+    (tmp_path / "t.jsonl").write_text("".join(
+        json.dumps({"body": text, "topic": label}) + "\n" for text, label in rows),
+        encoding="utf-8")
+    for name in ("t.tsv", "t.jsonl"):
+        found = files.scan(str(tmp_path / name))
+        assert found.class_names == ["bad", "good"] and not found.streamed
+        texts = [t for split in files.SPLIT_FOLDERS for t in found.splits[split][0]]
+        assert sorted(texts) == sorted(text for text, _ in rows)
