@@ -512,6 +512,14 @@ def source(path, validation_percent=DEFAULT_VALIDATION_PERCENT, **own):
     return found
 
 
+def require_classes(found):
+    """Refuse own data a classifier cannot learn from (fewer than two classes)."""
+    try:
+        files.require_classes(found)
+    except files.FilesError as err:
+        raise DatasetError(str(err)) from None
+
+
 def own_record(train):
     """What a run's config.json records of its own data (None for a TFDS name)."""
     if not files.is_path(train.dataset):

@@ -209,11 +209,16 @@ def _split_files(path, files, class_names, validation_percent):
             inner = carve([files[i][0] for i in train], validation_percent, with_test=False)
             parts["train"] = [train[i] for i in inner["train"]]
             parts["validation"] = [train[i] for i in inner["validation"]]
+    return _assemble(path, parts, [f for f, _, _ in files], items, labels,
+                     f"{len(files)} files; add files or use split folders")
+
+
+def _assemble(path, parts, keys, items, labels, what):
+    """{split: (items, labels)} of `parts` ({split: indices}), each in its mixed order;
+    refuses an empty split (`what`: how many there were, for the message)."""
     for split, chosen in parts.items():
         if not chosen:
-            raise FilesError(f"{path}: the {split} split is empty ({len(files)} files); add "
-                             "files or use split folders")
-    keys = [f for f, _, _ in files]
+            raise FilesError(f"{path}: the {split} split is empty ({what})")
     return {split: ([items[i] for i in mixed], [labels[i] for i in mixed])
             for split, mixed in ((s, mixed_order(chosen, keys)) for s, chosen in parts.items())}
 
@@ -255,12 +260,8 @@ def _table(path, validation_percent, text_column, label_column):
                          "a classifier needs at least two")
     index = {name: i for i, name in enumerate(class_names)}
     labels = [index[name] for name in names]
-    parts = carve(texts, validation_percent)
-    for split, chosen in parts.items():
-        if not chosen:
-            raise FilesError(f"{path}: the {split} split is empty ({len(texts)} rows)")
-    splits = {split: ([texts[i] for i in mixed], [labels[i] for i in mixed])
-              for split, mixed in ((s, mixed_order(chosen, texts)) for s, chosen in parts.items())}
+    splits = _assemble(path, carve(texts, validation_percent), texts, texts, labels,
+                       f"{len(texts)} rows")
     return Source(path, "text", class_names, splits, streamed=False)
 
 

@@ -32,10 +32,7 @@ def facts(train, classifier=True):
             raise ConfigError(f"{name}: holds {found.kind}s; each image recipe needs a folder "
                               "of class folders of images")
         if classifier:
-            try:
-                files.require_classes(found)
-            except files.FilesError as err:
-                raise ConfigError(str(err)) from None
+            data.require_classes(found)
         return found.image_shape, found.class_names
     info = data.info(name)
     image_key, label_key = info.supervised_keys

@@ -95,10 +95,7 @@ def dataset_facts(train):
         if found.kind != "text":
             raise ConfigError(f"{name}: holds {found.kind}s; the text recipes need .txt files "
                               "in class folders, or a .csv, .tsv or .jsonl file")
-        try:
-            files.require_classes(found)
-        except files.FilesError as err:
-            raise ConfigError(str(err)) from None
+        data.require_classes(found)
         return found.class_names
     info = data.info(name)
     if not info.supervised_keys:
