@@ -93,6 +93,9 @@ class TrainConfig:
     cpu_replicas: int = field(
         0, "with --strategy mirrored and no GPU: split the CPU into this many devices (0 = the "
         "devices there are)")
+    keep_checkpoints: int = field(
+        2, "epoch checkpoints kept in the run directory, the newest ones: a resume whose "
+        "newest one is damaged goes on from the one before")
     run_dir: str = field(
         "", "write the run here instead of a new runs/<recipe>/<timestamp>/; if it holds a "
         "checkpoint of this run, go on from it (the workers of a multi-worker job share one, "
@@ -150,6 +153,8 @@ def validate(train):
     if train.image_size < 0 or train.channels not in (0, 1, 3):
         raise ConfigError(f"image_size must be >= 0 and channels 0, 1 or 3; got "
                           f"{train.image_size} and {train.channels}")
+    if train.keep_checkpoints < 1:
+        raise ConfigError(f"keep_checkpoints must be >= 1, got {train.keep_checkpoints}")
     if not 0 < train.train_percent <= 100:
         raise ConfigError(f"train_percent must be between 1 and 100, got {train.train_percent}")
     resolve_precision(train.precision)
@@ -233,14 +238,17 @@ def parser(prog, description, model_class, train_defaults=None, presets=None):
                        + "; ".join(f"{name}: {preset.get('doc', '')}".strip()
                                    for name, preset in presets.items()))
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
-                   help="continue an interrupted run in its own directory")
+                   help="go on with an interrupted run in its own directory, with the "
+                   "flags it recorded; only --epochs, --patience and the export flags may "
+                   "be given anew (a finished run is left as it is)")
     _tuple_defaults_readable(p)
     return p
 
 
-def parse(p, argv, presets=None, mode_defaults=None):
-    """Parse `argv` with `p`; a preset's values and `mode_defaults(args)` (e.g. a
-    comparison's shorter budget) become defaults first, so any flag given wins."""
+def parse(p, argv, presets=None, mode_defaults=None, recorded=None):
+    """Parse `argv` with `p`; a preset's values, `mode_defaults(args)` (e.g. a
+    comparison's shorter budget) and `recorded(args)` (a resumed run's own
+    config) become defaults first, in that order, so any flag given wins."""
     args = p.parse_args(argv)
     defaults = {}
     if presets and args.preset:
@@ -248,6 +256,8 @@ def parse(p, argv, presets=None, mode_defaults=None):
         defaults.update({**preset.get("model", {}), **preset.get("train", {})})
     if mode_defaults:
         defaults.update(mode_defaults(args))
+    if recorded:
+        defaults.update(recorded(args))
     if defaults:
         p.set_defaults(**defaults)
         args = p.parse_args(argv)

@@ -13,7 +13,11 @@
   folder beside it (TF Serving ignores non-numeric names) and renamed into
   place in one atomic step, so a server never sees a half-written or empty
   version, and two exporters never take the same number (the second one's
-  rename fails and it takes the next).
+  rename fails and it takes the next). A full disk fails the export with an
+  error naming the folder (`storage.WriteError`), nothing published. A run's
+  version records where it came from (`assets.extra/origin.json`: run
+  directory, weights digest, formats), so a resumed run that had published
+  before it was stopped checks that version instead of adding a duplicate.
 - The SavedModel is always written: TF Serving loads it, and the other
   formats are checked against it. Its signature `serving_default` has the
   input and output names the recipe chooses, checks the request's shape (a
@@ -24,16 +28,19 @@
   `vocabulary.txt`). They are converted from a float32 copy of the model
   (`Portable`), with numeric outputs only: ONNX needs a float32 policy, and
   neither runtime has TensorFlow's string ops.
-- `verify_export` runs each file in a new interpreter that cannot import
+- `verify_export` runs each file in one new interpreter that cannot import
   this project (`tf.saved_model.load`, `onnxruntime`, `ai_edge_litert`): the
   SavedModel must answer as the traced serving function and the trained
   model do, the ONNX and LiteRT files as the float32 copy and the SavedModel.
 """
 
+import contextlib
+import contextvars
 import dataclasses
 import errno
 import functools
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -45,9 +52,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from core import storage
+
 SIGNATURE = "serving_default"
 FORMATS = ("saved_model", "onnx", "litert")
 FILES = {"onnx": "model.onnx", "litert": "model.tflite"}
+ORIGIN_FILE = os.path.join("assets.extra", "origin.json")
 
 #: How far the reloaded export may stray from the trained model's own eager
 #: predictions. In float32 the two agree to rounding; under mixed_bfloat16 the
@@ -190,7 +200,9 @@ def next_version(model_dir):
 
 def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=None,
                       predictions=None, formats="saved_model", portable=None, extra=None):
-    """Write a new version of `name` under `root`, and return its path.
+    """Write a new version of `name` under `root`, and return its path. Inside
+    `from_run`, a version this run already published (it was stopped after the
+    rename) is checked and returned instead of publishing a second one.
 
     Args:
         model: the Keras model (tracked so its variables are saved).
@@ -221,7 +233,55 @@ def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=No
     if others:
         portable = portable()
     model_dir = os.path.join(root, name)
-    os.makedirs(model_dir, exist_ok=True)
+    with storage.writing(model_dir):
+        os.makedirs(model_dir, exist_ok=True)
+    origin = {**ORIGIN.get(), "formats": list(formats)} if ORIGIN.get() else None
+    final = published(model_dir, origin)
+    if final:
+        print(f"[{name}] {final} is this run's export already (published before the run was "
+              "stopped); checking it instead of publishing another", flush=True)
+    else:
+        final = _publish(model, model_dir, inputs, serve, formats, portable, extra, origin)
+    if sample is not None:
+        verify_export(final, serve, sample, predictions, formats, portable, extra)
+    checked = " (verified in a fresh interpreter)" if sample is not None else ""
+    print(f"[{name}] exported {final}: {', '.join(formats)}{checked}", flush=True)
+    return final
+
+
+#: Where the model being exported comes from ({"run": run directory, "weights":
+#: digest}), set by `core.recipe` around a run's export (`from_run`).
+ORIGIN = contextvars.ContextVar("origin", default=None)
+
+
+@contextlib.contextmanager
+def from_run(run_dir, weights):
+    """Tag the versions exported inside with the run and weights they come from, so a
+    resumed run finds the version it published before it was stopped."""
+    token = ORIGIN.set({"run": os.path.abspath(run_dir), "weights": weights})
+    try:
+        yield
+    finally:
+        ORIGIN.reset(token)
+
+
+def published(model_dir, origin):
+    """The version in `model_dir` tagged with `origin` (the same run, weights and
+    formats), or None."""
+    if not origin or not os.path.isdir(model_dir):
+        return None
+    for name in sorted((n for n in os.listdir(model_dir) if n.isdigit()), key=int):
+        try:
+            with open(os.path.join(model_dir, name, ORIGIN_FILE)) as f:
+                if json.load(f) == origin:
+                    return os.path.join(model_dir, name)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _publish(model, model_dir, inputs, serve, formats, portable, extra, origin):
+    """Write the version in a hidden folder and rename it onto the next number."""
     specs = [tf.TensorSpec(spec.shape, spec.dtype, name=key) for key, spec in inputs.items()]
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -229,10 +289,12 @@ def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=No
     for signature, (more_inputs, more_serve, _) in (extra or {}).items():
         archive.add_endpoint(signature, more_serve, input_signature=[
             tf.TensorSpec(spec.shape, spec.dtype, name=key) for key, spec in more_inputs.items()])
-    with tempfile.TemporaryDirectory(prefix=".incomplete-", dir=model_dir) as tmp:
+    intact = "nothing was published, and the versions already there are intact"
+    with storage.writing(model_dir, intact), tempfile.TemporaryDirectory(
+            prefix=".incomplete-", dir=model_dir) as tmp:
         staged = os.path.join(tmp, "model")
         archive.write_out(staged, verbose=False)
-        if others:
+        if formats[1:]:
             for filename, lines in portable.files.items():
                 with open(os.path.join(staged, filename), "w", encoding="utf-8") as f:
                     f.writelines(f"{line}\n" for line in lines)
@@ -240,6 +302,10 @@ def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=No
             write_onnx(portable, os.path.join(staged, FILES["onnx"]))
         if "litert" in formats:
             write_litert(portable, os.path.join(staged, FILES["litert"]), tmp)
+        if origin:  # TF Serving's place for files beside the SavedModel
+            os.makedirs(os.path.join(staged, "assets.extra"))
+            with open(os.path.join(staged, ORIGIN_FILE), "w") as f:
+                json.dump(origin, f)
         # The version appears whole or not at all: one rename of the finished
         # folder onto the next number. rename is atomic and fails when
         # another exporter has just published that number (its folder is not
@@ -252,14 +318,6 @@ def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=No
             except OSError as err:
                 if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
-    if sample is not None:
-        verify_export(final, serve, sample, predictions, formats, portable)
-    for signature, (_, more_serve, more_sample) in (extra or {}).items():
-        if more_sample is not None:
-            compare(serve_in_fresh_process(final, more_sample, f"saved_model:{signature}"),
-                    expected_outputs(more_serve, more_sample), 1e-5, what=f"({signature})")
-    checked = " (verified in a fresh interpreter)" if sample is not None else ""
-    print(f"[{name}] exported {final}: {', '.join(formats)}{checked}", flush=True)
     return final
 
 
@@ -302,47 +360,67 @@ def expected_outputs(serve, sample):
     return {key: value.numpy() for key, value in outputs.items()}
 
 
-def verify_export(path, serve, sample, predictions, formats, portable):
-    """Every file of a new version, reloaded in a fresh interpreter, must answer
-    `sample` as the model did here; raise AssertionError if not."""
+def verify_export(path, serve, sample, predictions, formats, portable, extra=None):
+    """Every file and signature of a new version, reloaded in one fresh interpreter,
+    must answer its sample as the model did here; raise AssertionError if not."""
     policy = keras.config.dtype_policy().name
     atol = PREDICTION_ATOL.get(policy, PREDICTION_ATOL["mixed_bfloat16"])
-    served = verify_in_fresh_process(path, sample, expected_outputs(serve, sample))
+    requests = {"saved_model": ("saved_model", sample)}
+    requests.update({runtime: (runtime, portable.sample) for runtime in formats[1:]})
+    requests.update({signature: (f"saved_model:{signature}", more_sample)
+                     for signature, (_, _, more_sample) in (extra or {}).items()
+                     if more_sample is not None})
+    answers = serve_many_in_fresh_process(path, requests)
+    for name, answer in answers.items():
+        if isinstance(answer, Exception):
+            raise answer
+    served = answers["saved_model"]
+    compare(served, expected_outputs(serve, sample), 1e-5)
     if predictions is not None:
         compare(served, predictions, atol, what=f"against the trained model ({policy})")
     float32 = expected_outputs(portable.serve, portable.sample) if formats[1:] else None
     for runtime in formats[1:]:
-        answers = serve_in_fresh_process(path, portable.sample, runtime)
-        compare(answers, float32, PORTABLE_ATOL,
+        compare(answers[runtime], float32, PORTABLE_ATOL,
                 what=f"{runtime} against the float32 model it came from")
         floats = {key: value for key, value in served.items()
-                  if key in answers and np.issubdtype(value.dtype, np.floating)}
-        compare(answers, floats, max(atol, PORTABLE_ATOL),
+                  if key in answers[runtime] and np.issubdtype(value.dtype, np.floating)}
+        compare(answers[runtime], floats, max(atol, PORTABLE_ATOL),
                 what=f"{runtime} against the SavedModel ({policy})")
+    for signature, (_, more_serve, more_sample) in (extra or {}).items():
+        if more_sample is not None:
+            compare(answers[signature], expected_outputs(more_serve, more_sample), 1e-5,
+                    what=f"({signature})")
 
 
 _VERIFY_SCRIPT = textwrap.dedent(
     """
-    import importlib.util, os, sys
+    import importlib.util, json, os, sys, traceback
     import numpy as np
     for package in ("core", "recipes", "layers"):
         assert importlib.util.find_spec(package) is None, package + " is importable"
-    path, runtime, inputs_file, outputs_file = sys.argv[1:]
-    inputs = dict(np.load(inputs_file))
-    if runtime.startswith("saved_model"):
+    path, jobs_file = sys.argv[1:]
+    with open(jobs_file) as f:
+        jobs = json.load(f)
+    loaded = {}
+
+    def saved_model(runtime, inputs):
         import tensorflow as tf
+        if "saved_model" not in loaded:
+            loaded["saved_model"] = tf.saved_model.load(path)
         signature = runtime.partition(":")[2] or "serving_default"
-        serve = tf.saved_model.load(path).signatures[signature]
+        serve = loaded["saved_model"].signatures[signature]
         as_numpy = lambda t: (np.char.decode(t.numpy().astype("S"), "utf-8")
                               if t.dtype == tf.string else t.numpy())
-        outputs = {key: as_numpy(value)
-                   for key, value in serve(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
-    elif runtime == "onnx":
+        return {key: as_numpy(value)
+                for key, value in serve(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+
+    def onnx(inputs):
         import onnxruntime
         session = onnxruntime.InferenceSession(os.path.join(path, "model.onnx"))
         names = [output.name for output in session.get_outputs()]
-        outputs = dict(zip(names, session.run(names, inputs)))
-    else:
+        return dict(zip(names, session.run(names, inputs)))
+
+    def litert(inputs):
         from ai_edge_litert.interpreter import Interpreter
         interpreter = Interpreter(os.path.join(path, "model.tflite"))
         runner = interpreter.get_signature_runner("serving_default")
@@ -350,33 +428,66 @@ _VERIFY_SCRIPT = textwrap.dedent(
         step = len(next(iter(inputs.values()))) if fixed < 1 else fixed
         parts = [runner(**{k: v[start:start + step] for k, v in inputs.items()})
                  for start in range(0, len(next(iter(inputs.values()))), step)]
-        outputs = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-    np.savez(outputs_file, **outputs)
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+    for runtime, inputs_file, outputs_file in jobs:
+        inputs = dict(np.load(inputs_file))
+        try:
+            if runtime.startswith("saved_model"):
+                outputs = saved_model(runtime, inputs)
+            else:
+                outputs = onnx(inputs) if runtime == "onnx" else litert(inputs)
+            np.savez(outputs_file, **outputs)
+        except Exception:
+            with open(outputs_file + ".error", "w") as f:
+                f.write(traceback.format_exc())
     """
 )
 
 
-def serve_in_fresh_process(path, inputs, runtime="saved_model"):
-    """Outputs of the export on `inputs` through `runtime` (saved_model: its
-    `serving_default`, saved_model:NAME another signature; onnx: ONNX Runtime;
-    litert: the LiteRT interpreter),
-    computed in a new interpreter started in an empty folder, so no project
-    code can be imported."""
+def serve_many_in_fresh_process(path, requests):
+    """{name: outputs} of the export for each {name: (runtime, inputs)}, all computed
+    in one new interpreter started in an empty folder, so no project code can be
+    imported. A runtime is saved_model (its `serving_default`), saved_model:NAME
+    (another signature), onnx (ONNX Runtime) or litert (the LiteRT interpreter).
+    A request that fails gets a RuntimeError with the reload's traceback in
+    place of its outputs."""
     with tempfile.TemporaryDirectory() as scratch:
-        inputs_file = os.path.join(scratch, "inputs.npz")
-        outputs_file = os.path.join(scratch, "outputs.npz")
-        np.savez(inputs_file, **inputs)
+        jobs = []
+        for i, (runtime, inputs) in enumerate(requests.values()):
+            inputs_file = os.path.join(scratch, f"inputs-{i}.npz")
+            np.savez(inputs_file, **inputs)
+            jobs.append((runtime, inputs_file, os.path.join(scratch, f"outputs-{i}.npz")))
+        jobs_file = os.path.join(scratch, "jobs.json")
+        with open(jobs_file, "w") as f:
+            json.dump(jobs, f)
         env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         result = subprocess.run(
-            [sys.executable, "-c", _VERIFY_SCRIPT, os.path.abspath(path), runtime, inputs_file,
-             outputs_file],
+            [sys.executable, "-c", _VERIFY_SCRIPT, os.path.abspath(path), jobs_file],
             cwd=scratch, env=env, capture_output=True, text=True,
         )
         if result.returncode:
-            raise RuntimeError(f"Reloading {path} ({runtime}) failed:\n{result.stderr[-3000:]}")
-        with np.load(outputs_file) as outputs:
-            return {key: outputs[key] for key in outputs.files}
+            raise RuntimeError(f"Reloading {path} failed:\n{result.stderr[-3000:]}")
+        answers = {}
+        for name, (runtime, _, outputs_file) in zip(requests, jobs):
+            if os.path.exists(outputs_file + ".error"):
+                with open(outputs_file + ".error") as f:
+                    answers[name] = RuntimeError(
+                        f"Reloading {path} ({runtime}) failed:\n{f.read()[-3000:]}")
+                continue
+            with np.load(outputs_file) as outputs:
+                answers[name] = {key: outputs[key] for key in outputs.files}
+        return answers
+
+
+def serve_in_fresh_process(path, inputs, runtime="saved_model"):
+    """Outputs of the export on `inputs` through `runtime` (see
+    `serve_many_in_fresh_process`); RuntimeError if the request fails."""
+    answer = serve_many_in_fresh_process(path, {runtime: (runtime, inputs)})[runtime]
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
 
 
 def verify_in_fresh_process(path, inputs, expected, atol=1e-5):

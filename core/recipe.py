@@ -22,7 +22,7 @@ import os
 import sys
 from typing import Any, NamedTuple
 
-from core import config, data, distribute, runs, training
+from core import config, data, distribute, export, runs, storage, training
 from core.config import ConfigError
 
 
@@ -103,6 +103,12 @@ class Recipe:
 
         `export_enabled` overrides `--export`; `extra_callbacks` join the
         shared ones (a benchmark's clock)."""
+        existing = resume or (train.run_dir if runs.is_run(train.run_dir) else None)
+        done = runs.finished(existing) if existing else None
+        if done is not None:
+            print(f"[{self.name}] {existing} is finished ({self.report(done)}): nothing to "
+                  "train. To train more, start a new run.", flush=True)
+            return {**done, "run_dir": existing, "finished": True}
         facts = self.facts(model_config, train)
         run_dir = runs.start_run(self.name, model_config, train, resume,
                                  dataset=data.own_record(train))
@@ -120,8 +126,9 @@ class Recipe:
         metrics.update(splits.resolved)
         metrics.update(self.measure(model, facts, model_config))
         if train.export if export_enabled is None else export_enabled:
-            metrics["export"] = self.export(model, facts, splits, train)
-        runs.write_json(os.path.join(run_dir, "metrics.json"), metrics)
+            with export.from_run(run_dir, metrics["weights_digest"]):
+                metrics["export"] = self.export(model, facts, splits, train)
+        storage.write_json(os.path.join(run_dir, "metrics.json"), metrics)  # the run's last file
         exported = f"; exported {metrics['export']}" if "export" in metrics else ""
         print(f"[{self.name}] {self.report(metrics)}; run {run_dir}{exported}", flush=True)
         return {**metrics, "run_dir": run_dir, "history": history, "model": model}
@@ -158,7 +165,7 @@ class Recipe:
         ]
         with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
             f.write("\n".join(table) + "\n")
-        runs.write_json(os.path.join(out_dir, f"{name}.json"), {
+        storage.write_json(os.path.join(out_dir, f"{name}.json"), {
             str(value): {k: v for k, v in r.items() if k not in ("model", "history")}
             for value, r in results.items()})
         figures = {name: curves({v: r["history"][self.compare_curve] for v, r in results.items()},
@@ -185,8 +192,20 @@ class Recipe:
                 modes.add_argument(flag, dest=_dest(flag), action="store_true",
                                    help=f"train each {field} of {values} with the same seed "
                                    f"and budget{budget}; exports nothing")
+        def recorded(a):  # a resumed run's flags default to what it recorded
+            source = a.resume or (a.run_dir if runs.is_run(a.run_dir) else None)
+            if not source:
+                return {}
+            if getattr(a, "preset", None) or self._comparison(a):
+                p.error("--preset and the comparisons start new runs; a resumed run keeps "
+                        "its own configuration")
+            try:
+                return runs.recorded_flags(source, self.Config, config.TrainConfig)
+            except ConfigError as err:
+                p.error(str(err))
+
         args = config.parse(p, argv, self.presets, lambda a: (
-            self.compare_defaults if self._comparison(a) else {}))
+            self.compare_defaults if self._comparison(a) else {}), recorded)
         return (p, args, *config.split_args(args, self.Config))
 
     def _comparison(self, args):
@@ -224,7 +243,8 @@ def curves(series, metric, title):
 
 
 def run_or_exit(parser, action, *args, **kwargs):
-    """Run `action`; bad configuration or data ends with exit code 2.
+    """Run `action`; bad configuration or data ends with exit code 2, a file that
+    cannot be written or a run with no usable checkpoint with exit code 1.
 
     The strategy (`--strategy`) is set up first, before the recipe reads any
     data: splitting the CPU and joining a cluster must precede every
@@ -246,3 +266,5 @@ def run_or_exit(parser, action, *args, **kwargs):
         return result
     except (ConfigError, data.DatasetError, distribute.StrategyError) as err:
         parser.exit(2, f"error: {err}\n")
+    except (storage.WriteError, runs.CheckpointError) as err:  # a disk, not a flag
+        parser.exit(1, f"error: {err}\n")

@@ -5,7 +5,7 @@
 - `fit_and_evaluate`: EarlyStopping (best weights restored), a checkpoint of
   the whole training state every epoch (`runs.RunCheckpoint`: a killed run
   goes on with `--resume RUN_DIR`), TerminateOnNaN and TensorBoard; the test
-  split evaluated once, at the end; `metrics.json`.
+  split evaluated once, at the end.
 - `released_graphs`: around each model when one process trains many (tuning
   trials, comparisons), so memory stays flat.
 - `--strategy` (see `core.distribute`): the same run on several devices
@@ -26,8 +26,8 @@ import time
 import keras
 import numpy as np
 
-from core import data, distribute, loop
-from core.runs import RunCheckpoint, write_json
+from core import data, distribute, loop, storage
+from core.runs import RunCheckpoint
 
 
 class WorkerDone(Exception):
@@ -90,7 +90,8 @@ def steps_per_epoch(train, train_ds):
     return train.steps_per_epoch or data.count(train_ds)
 
 
-def callbacks(run_dir, patience, monitor="val_loss", lr_patience=0, restore_from=None):
+def callbacks(run_dir, patience, monitor="val_loss", lr_patience=0, restore_from=None,
+              keep_checkpoints=2):
     """The shared callbacks; `RunCheckpoint` comes after the two whose state it keeps.
 
     `restore_from`: where the checkpoint to go on from is, if not in this run
@@ -104,7 +105,8 @@ def callbacks(run_dir, patience, monitor="val_loss", lr_patience=0, restore_from
         monitor=monitor, patience=patience, restore_best_weights=True, verbose=1)]
     return [
         *stateful,
-        RunCheckpoint(os.path.join(run_dir, "checkpoints"), stateful, restore_from),
+        RunCheckpoint(os.path.join(run_dir, "checkpoints"), stateful, restore_from,
+                      keep_checkpoints),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
     ]
@@ -149,7 +151,9 @@ class EpochClock(keras.callbacks.Callback):
 
 def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_per_epoch,
                      extra_callbacks=(), evaluate=None):
-    """Fit with the shared callbacks, evaluate on test once, write metrics.json.
+    """Fit with the shared callbacks, evaluate on test once; returns (metrics, history)
+    and writes history.json and model.keras (metrics.json is the run's last file,
+    written by `core.recipe` once the export is done).
 
     An epoch is one pass over `train_ds` (`examples_per_epoch` examples), or
     `--steps-per-epoch` batches of the same endless stream.
@@ -172,7 +176,8 @@ def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_
     chief = distribute.is_chief(train.strategy)
     restore_from = None if chief or not train.run_dir else os.path.join(
         train.run_dir, "checkpoints")
-    shared = callbacks(run_dir, train.patience, train.monitor, train.lr_patience, restore_from)
+    shared = callbacks(run_dir, train.patience, train.monitor, train.lr_patience, restore_from,
+                       train.keep_checkpoints)
     checkpoint = next(cb for cb in shared if isinstance(cb, RunCheckpoint))
     initial_epoch = checkpoint.initial_epoch
     # One endless stream, reshuffled on each pass: given steps_per_epoch, Keras
@@ -214,12 +219,13 @@ def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_
         "train_seconds": round(train_seconds, 2),
         "examples_per_second": round(examples_per_epoch * epochs_run / train_seconds, 1),
         "parameters": int(model.count_params()),
+        "weights_digest": weights_digest(model),
     }
     if train.strategy == "multi_worker":
         print(f"[worker 0] trained weights {weights_digest(model)}", flush=True)
-    write_json(os.path.join(run_dir, "history.json"), history)
-    write_json(os.path.join(run_dir, "metrics.json"), metrics)
-    model.save(os.path.join(run_dir, "model.keras"))
+    storage.write_json(os.path.join(run_dir, "history.json"), history)
+    with storage.writing(os.path.join(run_dir, "model.keras")):
+        model.save(os.path.join(run_dir, "model.keras"))
     return metrics, history
 
 

@@ -33,7 +33,7 @@ import time
 import keras
 import keras_tuner as kt
 
-from core import config, data, runs, training
+from core import config, data, storage, training
 from tuning.spaces import DEFAULT_DATASETS, RECIPES
 
 TUNERS = ("random", "bayesian", "hyperband", "grid")
@@ -135,7 +135,7 @@ def check_directory(path, recipe, tuner, overwrite):
             f"{path} exists and is not a search directory; choose another --dir, or pass "
             "--overwrite to delete it")
     os.makedirs(path, exist_ok=True)
-    runs.write_json(marker, {"recipe": recipe, "tuner": tuner})
+    storage.write_json(marker, {"recipe": recipe, "tuner": tuner})
 
 
 def trial_seconds(path):
@@ -372,7 +372,7 @@ def report(tuner, recipe, path, args):
             best.update({f"test_{k}": float(v) for k, v in test.items()})
         if args.export_best:
             best["export"] = recipe.export(best_model, kwargs)
-    runs.write_json(os.path.join(path, "best.json"), best)
+    storage.write_json(os.path.join(path, "best.json"), best)
     print(f"[tuning] best: {json.dumps(best, default=str)}", flush=True)
     return best
 
