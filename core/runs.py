@@ -304,6 +304,8 @@ class RunCheckpoint(keras.callbacks.Callback):
                     cb.best_weights = [best[f"arr_{i}"] for i in range(len(best.files))]
         print(f"[resume] from {self.path}: epoch {self.state['epoch']} done, "
               f"{self.state['train_seconds']:.0f} s trained", flush=True)
+        if self.directory == os.path.dirname(self.path):  # not a chief's, read by a worker
+            self._prune(self.initial_epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
@@ -340,10 +342,13 @@ class RunCheckpoint(keras.callbacks.Callback):
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
         self.path = final
-        # The newest `keep`; any later one was left by a run that went on from
-        # an older checkpoint, and belongs to a future that did not happen.
+        self._prune(epoch + 1)
+
+    def _prune(self, newest):
+        """Keep the `keep` checkpoints up to epoch `newest`; a later one was left by a
+        run that went on from an older checkpoint (it was damaged, and reported)."""
         for number, path in _numbered(self.directory):
-            if not epoch + 1 - self.keep < number <= epoch + 1:
+            if not newest - self.keep < number <= newest:
                 shutil.rmtree(path, ignore_errors=True)
 
 

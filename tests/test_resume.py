@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,40 +44,75 @@ def _read(run_dir, name):
         return json.load(f)
 
 
+# Ten points where a run may be killed, in the order one run reaches them: each
+# process is killed at the next point (the Nth time it reaches it) and the next
+# one goes on with `--resume RUN_DIR` alone. With 8 steps an epoch, the 12th
+# batch of a run resumed after epoch 1 is inside epoch 3.
+KILLS = [("mid-epoch", 3), ("checkpoint-weights", 1), ("checkpoint-published", 1),
+         ("epoch-end", 1), ("mid-epoch", 12), ("checkpoint-published", 1), ("test-read", 1),
+         ("export-staged", 1), ("export-published", 1), ("metrics", 1)]
+SMALL = ["-m", "recipes.cnn", "--limit", "512", "--batch-size", "64", "--epochs", "3",
+         "--precision", "float32", "--filters", "8,16", "--dense-units", "32"]
+
+
+def _killed(*args):
+    result = subprocess.run([sys.executable, "-m", "tests.fault_runner", *args], cwd=ROOT,
+                            env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == -signal.SIGKILL, (args, result.stdout[-2000:],
+                                                  result.stderr[-3000:])
+    assert f"[fault] killed at {args[0]} ({args[1]})" in result.stdout, args
+    return result.stdout
+
+
+def _nothing_half_written(run_dir, models):
+    """Every checkpoint checks out and every published version is whole."""
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    for name in os.listdir(checkpoints) if os.path.isdir(checkpoints) else []:
+        if not name.startswith("."):
+            assert runs.check_checkpoint(os.path.join(checkpoints, name)) is None, name
+    for version in glob.glob(os.path.join(models, "cnn", "[0-9]*")):
+        assert os.path.isfile(os.path.join(version, "saved_model.pb")), version
+        assert os.path.isfile(os.path.join(version, "assets.extra", "origin.json")), version
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_from_its_last_epoch_and_ends_as_an_uninterrupted_run(tmp_path):
-    _run(*CNN, "--runs-dir", str(tmp_path / "whole"))
+def test_a_run_killed_at_every_point_in_turn_ends_as_an_uninterrupted_run(tmp_path):
+    """SIGKILL at ten points spread over epochs, checkpoint writes and the export,
+    each followed by a resume without flags: the run ends with the uninterrupted
+    run's weights, history and test accuracy, one whole version, and its config.json
+    as the first process wrote it."""
+    _run(*SMALL, "--no-export", "--runs-dir", str(tmp_path / "whole"))
     whole = _only_run(str(tmp_path / "whole"))
 
-    killed_dir = str(tmp_path / "killed")
-    process = subprocess.Popen([sys.executable, *CNN, "--runs-dir", killed_dir], cwd=ROOT,
-                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-    for line in process.stdout:
-        if line.startswith("Epoch 2/3"):
-            process.send_signal(signal.SIGKILL)
-            break
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
-    run_dir = _only_run(killed_dir)
-    # Killed inside epoch 2: epoch 1's checkpoint is the newest, nothing finished.
-    assert os.listdir(os.path.join(run_dir, "checkpoints")) == ["epoch-1"]
-    assert not os.path.exists(os.path.join(run_dir, "metrics.json"))
+    runs_dir, models = str(tmp_path / "killed"), str(tmp_path / "models")
+    _killed(KILLS[0][0], str(KILLS[0][1]), *SMALL, "--runs-dir", runs_dir, "--export-dir", models)
+    run_dir = _only_run(runs_dir)
+    with open(os.path.join(run_dir, "config.json"), "rb") as f:
+        config_bytes = f.read()
+    outputs = []
+    for point, nth in KILLS[1:]:
+        _nothing_half_written(run_dir, models)
+        outputs.append(_killed(point, str(nth), "-m", "recipes.cnn", "--resume", run_dir))
+    _nothing_half_written(run_dir, models)
+    last = _run("-m", "recipes.cnn", "--resume", run_dir)
+    assert "is this run's export already" in last  # published once, before the kills
+    assert "is finished" in _run("-m", "recipes.cnn", "--resume", run_dir)
 
-    out = _run(*CNN, "--runs-dir", killed_dir, "--resume", run_dir)
-    assert "epoch 1 done" in out
-    assert "Epoch 1/3" not in out and "Epoch 2/3" in out  # continued, not restarted
-
+    # where each resume went on from: the checkpoints the kills left
+    went_on = [re.search(r"epoch (\d) done", out) for out in outputs]
+    assert [int(m.group(1)) if m else 0 for m in went_on] == [0, 0, 1, 1, 2, 3, 3, 3, 3]
     metrics, reference = _read(run_dir, "metrics.json"), _read(whole, "metrics.json")
-    history, reference_history = _read(run_dir, "history.json"), _read(whole, "history.json")
-    assert metrics["epochs"] == 3 and len(history["loss"]) == 3
-    # Same weights, optimizer state, learning-rate schedule and shuffle order:
-    # the resumed run retraces the uninterrupted one.
-    for key in ("loss", "val_loss", "val_accuracy", "learning_rate"):
-        np.testing.assert_allclose(history[key], reference_history[key], rtol=1e-3, atol=1e-3)
-    assert metrics["test_accuracy"] == pytest.approx(reference["test_accuracy"], abs=2e-3)
+    assert metrics["weights_digest"] == reference["weights_digest"]
+    assert metrics["test_accuracy"] == reference["test_accuracy"]
+    assert _read(run_dir, "history.json") == _read(whole, "history.json")
+    # one version; the export killed before its rename left only a hidden folder
+    assert [n for n in os.listdir(os.path.join(models, "cnn")) if not n.startswith(".")] == ["1"]
+    assert metrics["export"].endswith("cnn/1")
+    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == ["epoch-2", "epoch-3"]
+    with open(os.path.join(run_dir, "config.json"), "rb") as f:
+        assert f.read() == config_bytes
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
-    assert int(model.optimizer.iterations) == 3 * STEPS_PER_EPOCH  # not 2 epochs' worth
+    assert int(model.optimizer.iterations) == 3 * 8  # every step once, none twice
 
 
 def _tiny_model():
