@@ -18,6 +18,8 @@ DOCS = ["README.md", *sorted(os.path.relpath(p, ROOT)
                              for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
 #: `python -m` modules the docs may name that are not this project's.
 OUTSIDE = {"pip", "venv", "pytest", "tensorboard", "http.server", "json.tool"}
+#: What a placeholder in a quoted command is replaced with, so its flags parse.
+PLACEHOLDERS = {"<corpus>": "reuters_r8"}
 
 
 def _read(doc):
@@ -55,8 +57,11 @@ def test_every_quoted_command_names_a_module_whose_flags_parse(doc, module, args
     path = os.path.join(ROOT, *module.split("."))
     assert (os.path.isfile(path + ".py") or os.path.isfile(os.path.join(path, "__main__.py"))), (
         f"{doc}: `python -m {module}` names no module")
-    if not args or "<" in args or "..." in args:
-        return  # named in passing, or with a placeholder (<recipe>): the module is enough
+    if not args:
+        return  # named in passing: the module is enough
+    # A placeholder stands for any value of its flag: the flags beside it must parse too.
+    args = re.sub(r"\S*<[^>]+>\S*", lambda m: PLACEHOLDERS.get(m.group(0), "x"), args)
+    assert "..." not in args, f"{doc}: `python -m {module} {args}`: spell out the flags"
     real_parse_args = argparse.ArgumentParser.parse_args
 
     def parse_then_stop(self, argv=None, namespace=None):

@@ -4,6 +4,7 @@ One harness runs every layer through the same checks (as Keras's own
 `run_layer_test` does); hand-computed values are checked layer by layer.
 """
 
+import inspect
 import json
 import os
 import shutil
@@ -226,16 +227,33 @@ def test_gradients_reach_every_trainable_weight(name):
         assert float(tf.reduce_max(tf.abs(grad))) > 0, weight.path
 
 
+def _ours(model):
+    """The model's layers that come from layers/ (not Keras's own)."""
+    return [layer for layer in model._flatten_layers(include_self=False)
+            if type(layer).__module__.startswith("layers.")]
+
+
+def _weights(model):
+    """What a round trip must keep: each weight's path, shape and trainability."""
+    return [(w.path, tuple(w.shape), w.trainable) for w in model.weights]
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_config_round_trip(name):
     model, x = _model(name)
     _perturb(model)
-    for layer in model.layers[1:]:
+    for layer in _ours(model):
         config = layer.get_config()
+        # every argument the constructor takes is in the config, with its value
+        arguments = [p for p in inspect.signature(type(layer).__init__).parameters.values()
+                     if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
+        missing = [p.name for p in arguments if p.name not in config]
+        assert not missing, f"{type(layer).__name__}.get_config() leaves out {missing}"
         clone = layer.__class__.from_config(config)
         assert clone.get_config() == config
         json.dumps(keras.saving.serialize_keras_object(layer))
     clone = keras.Model.from_config(model.get_config())
+    assert _weights(clone) == _weights(model)
     clone.set_weights(model.get_weights())
     np.testing.assert_allclose(clone(x), model(x), rtol=1e-6, atol=1e-6)
 
@@ -247,6 +265,7 @@ def test_keras_file_round_trip(name, tmp_path):
     path = tmp_path / f"{name}.keras"
     model.save(path)
     reloaded = keras.saving.load_model(path)
+    assert _weights(reloaded) == _weights(model)  # trainable ones stay trainable, and only they
     np.testing.assert_array_equal(reloaded(x), model(x))
 
 

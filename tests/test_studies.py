@@ -1,6 +1,9 @@
 """The studies: each runs end to end on a tiny budget, and what they measure is right."""
 
+import json
+import math
 import os
+import re
 
 import keras
 import numpy as np
@@ -12,14 +15,45 @@ from studies import (activations, batchnorm, clipping, data_size, gru_lstm, memo
                      regularization, tuners)
 
 
+#: Numbers a study may leave undefined: a standard error of one seed.
+UNDEFINED = {"se"}
+
+
+def _numbers(value, key=""):
+    """(key, number) for every number in a study's JSON, however deep."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _numbers(v, str(k))
+    elif isinstance(value, list):
+        for v in value:
+            yield from _numbers(v, key)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield key, value
+
+
 def _written(out, name, pngs):
+    """The study's files, with what they measured in range: its JSON (returned)
+    holds finite numbers (accuracies in [0, 1], times and losses >= 0), and its
+    table and verdict show no NaN."""
     with open(os.path.join(out, f"{name}.md")) as f:
         text = f.read()
     assert "## Verdict" in text and "| " in text and f"python -m studies.{name}" in text
+    assert "\n- " in text.split("## Verdict", 1)[1], "an empty verdict"
+    assert not re.search(r"\bnan\b|\binf\b", text, re.I), "a NaN or inf in the table"
     for png in pngs:
         assert os.path.getsize(os.path.join(out, f"{png}.png")) > 1000
-    assert os.path.isfile(os.path.join(out, f"{name}.json"))
-    return text
+    with open(os.path.join(out, f"{name}.json")) as f:
+        result = json.load(f)
+    measured = [(k, v) for k, v in _numbers({k: v for k, v in result.items()
+                                             if k != "settings"}) if k not in UNDEFINED]
+    assert measured, "the JSON records no measurement"
+    for key, value in measured:
+        assert math.isfinite(value), (key, value)
+        if "accuracy" in key:
+            assert 0 <= value <= 1, (key, value)
+        if "seconds" in key or key == "loss" or key.endswith("_loss"):
+            assert value >= 0, (key, value)
+    return text, result
 
 
 @pytest.mark.parametrize("module, argv, pngs", [
@@ -48,7 +82,13 @@ def test_study_runs_end_to_end_and_writes_its_table_and_plot(tmp_path, monkeypat
     monkeypatch.setattr(studies, "text_recipe", lambda name, argv=(), **kw: recipe(
         name, argv, **{**kw, "epochs": 1, "steps_per_epoch": 2}))
     module.main([*argv, "--out", str(tmp_path)])
-    _written(str(tmp_path), module.__name__.split(".")[-1], pngs)
+    name = module.__name__.split(".")[-1]
+    text, result = _written(str(tmp_path), name, pngs)
+    if module is activations:  # the verdict is the one its numbers give
+        settings = result["settings"]
+        lines = activations.verdict(settings["depths"], settings["activations"],
+                                    result["accuracy"], result["gradient_ratio"])
+        assert lines and all(line in text for line in lines)
 
 
 @pytest.mark.slow
@@ -57,8 +97,15 @@ def test_tuners_study_runs_end_to_end_and_writes_its_table_and_plot(tmp_path):
     tuners.main(["--seeds", "42", "--max-epochs", "1", "--trial-epochs", "1",
                  "--retrain-epochs", "1", "--limit", "128", "--searches", str(searches),
                  "--out", str(tmp_path)])
-    text = _written(str(tmp_path), "tuners", ["tuners"])
+    text, result = _written(str(tmp_path), "tuners", ["tuners"])
     assert all(f"| {s} |" in text for s in tuners.STRATEGIES)
+    # the verdict is the one its numbers give
+    ranking = tuners.ranking({s: [{"test_accuracy": r["test_accuracy"]} for r in runs]
+                              for s, runs in result["runs"].items()})
+    assert [(v["better"], v["worse"], v["status"]) for v in result["verdicts"]] == [
+        (b, w, status) for b, w, _, _, status in ranking]
+    assert all(f"{b} vs {w}: {status}" in text or f"{b} > {w}: {status}" in text
+               for b, w, _, _, status in ranking)
     for strategy in tuners.STRATEGIES:  # ordinary searches, each with its own trials.png
         assert os.path.isfile(searches / strategy / "seed42" / "trials.png")
 
@@ -117,10 +164,10 @@ def test_memory_task_label_depends_only_on_the_review():
     flipped, y_flipped = memory.make_task(reviews, 1 - labels, 50, frequencies,
                                           np.random.default_rng(1))
     assert (flipped == x).all() and (y_flipped == 1 - labels).all()
-    # Shuffle the filler (another draw, then each row's filler permuted): the label stays.
+    # Another draw (another generator): other filler, the same reviews and labels.
     other, y_other = memory.make_task(reviews, labels, 50, frequencies, rng)
-    other[:, 4:] = rng.permuted(other[:, 4:], axis=1)
-    assert (other[:, 4:] != x[:, 4:]).any() and (y_other == labels).all()
+    assert (other[:, 4:] != x[:, 4:]).any()
+    assert (other[:, :4] == reviews).all() and (y_other == labels).all()
 
 
 def test_gradient_reaches_only_unmasked_positions():

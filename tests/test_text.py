@@ -1,6 +1,7 @@
 """Text recipes: model shapes, bad input, train-only vocabulary, raw-string serving."""
 
 import os
+import re
 
 import keras
 import numpy as np
@@ -178,3 +179,16 @@ def test_tiny_run_exports_a_model_that_takes_raw_strings(recipe, flags, tmp_path
         np.testing.assert_allclose(served["probabilities"].sum(axis=-1), 1.0, rtol=1e-5)
         assert {n.decode() for n in served["label_name"]} <= {"rotten", "fresh"}
         assert served["label"].shape == (len(batch),)
+    _refuses_bad_requests(serve)
+
+
+def _refuses_bad_requests(serve):
+    """What a client of any text export gets for an empty batch and a malformed one."""
+    empty = serve(text=tf.constant([], tf.string))
+    assert empty["probabilities"].shape == (0, 2) and empty["label_name"].shape == (0,)
+    for bad in (tf.constant("one review"), tf.constant([["a"], ["b"]])):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=re.escape("text must be string [batch]")):
+            serve(text=bad)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a string tensor"):
+        serve(text=tf.constant([1, 2]))
