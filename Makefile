@@ -14,15 +14,15 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 run: data
 	$(PY) -m recipes.cnn --epochs 5
 
-# Both cores (pytest-xdist); the datasets are prepared first, so that two
-# workers never prepare one at the same time. --durations shows where the
-# time goes.
+# Both cores (pytest-xdist; tests sharing an expensive fixture stay on one
+# worker); the datasets are prepared first, so that two workers never prepare
+# one at the same time. --durations shows where the time goes.
 test: data
-	$(PY) -m pytest -q -n 2 --durations=15 tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 tests
 
 # The edit loop: everything but the end-to-end runs marked slow.
 test-fast: data
-	$(PY) -m pytest -q -n 2 -m "not slow" tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow" tests
 
 venv: $(STAMP)
 

@@ -34,6 +34,7 @@
   model do, the ONNX and LiteRT files as the float32 copy and the SavedModel.
 """
 
+import atexit
 import contextlib
 import contextvars
 import dataclasses
@@ -42,6 +43,7 @@ import functools
 import inspect
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -398,12 +400,8 @@ _VERIFY_SCRIPT = textwrap.dedent(
     import numpy as np
     for package in ("core", "recipes", "layers"):
         assert importlib.util.find_spec(package) is None, package + " is importable"
-    path, jobs_file = sys.argv[1:]
-    with open(jobs_file) as f:
-        jobs = json.load(f)
-    loaded = {}
 
-    def saved_model(runtime, inputs):
+    def saved_model(path, runtime, inputs, loaded):
         import tensorflow as tf
         if "saved_model" not in loaded:
             loaded["saved_model"] = tf.saved_model.load(path)
@@ -414,13 +412,13 @@ _VERIFY_SCRIPT = textwrap.dedent(
         return {key: as_numpy(value)
                 for key, value in serve(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
 
-    def onnx(inputs):
+    def onnx(path, inputs):
         import onnxruntime
         session = onnxruntime.InferenceSession(os.path.join(path, "model.onnx"))
         names = [output.name for output in session.get_outputs()]
         return dict(zip(names, session.run(names, inputs)))
 
-    def litert(inputs):
+    def litert(path, inputs):
         from ai_edge_litert.interpreter import Interpreter
         interpreter = Interpreter(os.path.join(path, "model.tflite"))
         runner = interpreter.get_signature_runner("serving_default")
@@ -430,19 +428,76 @@ _VERIFY_SCRIPT = textwrap.dedent(
                  for start in range(0, len(next(iter(inputs.values()))), step)]
         return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
-    for runtime, inputs_file, outputs_file in jobs:
-        inputs = dict(np.load(inputs_file))
-        try:
-            if runtime.startswith("saved_model"):
-                outputs = saved_model(runtime, inputs)
-            else:
-                outputs = onnx(inputs) if runtime == "onnx" else litert(inputs)
-            np.savez(outputs_file, **outputs)
-        except Exception:
-            with open(outputs_file + ".error", "w") as f:
-                f.write(traceback.format_exc())
+    for line in sys.stdin:  # one request a line: [export path, jobs file]
+        path, jobs_file = json.loads(line)
+        with open(jobs_file) as f:
+            jobs = json.load(f)
+        loaded = {}
+        for runtime, inputs_file, outputs_file in jobs:
+            inputs = dict(np.load(inputs_file))
+            try:
+                if runtime.startswith("saved_model"):
+                    outputs = saved_model(path, runtime, inputs, loaded)
+                else:
+                    outputs = (onnx if runtime == "onnx" else litert)(path, inputs)
+                np.savez(outputs_file, **outputs)
+            except Exception:
+                with open(outputs_file + ".error", "w") as f:
+                    f.write(traceback.format_exc())
+        print("done", flush=True)
     """
 )
+
+
+class _Interpreter:
+    """A Python interpreter that cannot import this project (started in an empty
+    folder, without PYTHONPATH), answering requests of `_VERIFY_SCRIPT`."""
+
+    def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="export-check-")
+        self.log = open(os.path.join(self.folder, "stderr.txt"), "w+")
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _VERIFY_SCRIPT], cwd=self.folder, env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
+
+    def ask(self, path, jobs_file):
+        """Run one request; RuntimeError with the interpreter's errors if it died."""
+        try:
+            self.process.stdin.write(json.dumps([os.path.abspath(path), jobs_file]) + "\n")
+            self.process.stdin.flush()
+            answered = self.process.stdout.readline().strip() == "done"
+        except BrokenPipeError:
+            answered = False
+        if not answered:
+            self.close()
+            self.log.seek(0)
+            raise RuntimeError(f"Reloading {path} failed:\n{self.log.read()[-3000:]}")
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait()
+        self.log.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+#: Set by the test suite (tests/conftest.py): one such interpreter per process
+#: answers every check, instead of a new one each time (a TensorFlow start,
+#: about 4 s here). What it checks is the same: files reloaded from disk by an
+#: interpreter that cannot import this project.
+SHARED_INTERPRETER = "RECIPES_SHARED_EXPORT_CHECKER"
+_shared = []
+
+
+def _interpreter():
+    if not os.environ.get(SHARED_INTERPRETER):
+        return _Interpreter()
+    if not _shared or _shared[0].process.poll() is not None:
+        _shared[:] = [_Interpreter()]
+        atexit.register(_shared[0].close)
+    return _shared[0]
 
 
 def serve_many_in_fresh_process(path, requests):
@@ -461,14 +516,12 @@ def serve_many_in_fresh_process(path, requests):
         jobs_file = os.path.join(scratch, "jobs.json")
         with open(jobs_file, "w") as f:
             json.dump(jobs, f)
-        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        result = subprocess.run(
-            [sys.executable, "-c", _VERIFY_SCRIPT, os.path.abspath(path), jobs_file],
-            cwd=scratch, env=env, capture_output=True, text=True,
-        )
-        if result.returncode:
-            raise RuntimeError(f"Reloading {path} failed:\n{result.stderr[-3000:]}")
+        interpreter = _interpreter()
+        try:
+            interpreter.ask(path, jobs_file)
+        finally:
+            if interpreter not in _shared:
+                interpreter.close()
         answers = {}
         for name, (runtime, _, outputs_file) in zip(requests, jobs):
             if os.path.exists(outputs_file + ".error"):

@@ -1,17 +1,29 @@
-"""Every test starts from Keras's defaults: recipes set a global dtype policy.
+"""What every test shares: Keras's defaults restored after each, and the suite's pace.
 
-Under pytest-xdist (`make test`: one worker per core), each worker's
-TensorFlow, and every process it starts, uses one thread for its ops, so two
-workers do not fight over the two cores."""
+- Under pytest-xdist (`make test`: one worker per core), each worker's
+  TensorFlow, and every process it starts, uses one thread for its ops, so
+  two workers do not fight over the two cores.
+- Exports are checked as always, in an interpreter that cannot import this
+  project; here one such interpreter per process answers every check
+  (`core.export.SHARED_INTERPRETER`) instead of a TensorFlow start each.
+- The end-to-end tests (marked slow) are handed out first, so the long ones
+  run side by side rather than one of them last; tests that share an
+  expensive module fixture carry an `xdist_group`, so one worker builds it.
+"""
 
 import os
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # before TensorFlow is imported
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("RECIPES_SHARED_EXPORT_CHECKER", "1")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
 
 
 @pytest.fixture(autouse=True)

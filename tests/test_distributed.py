@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from core import config, export, loop, runs
+from core import config, loop, runs
 from recipes import cnn, launch
 from tests import distributed_worker
 
@@ -48,6 +48,7 @@ def two_workers(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("two_workers")
 def test_two_workers_train_in_step_and_only_the_chief_writes(two_workers):
     tmp_path, output = two_workers
     digests = _digests(output)
@@ -63,9 +64,9 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(two_workers):
     (worker_dir,) = re.findall(r"\[w1\] \[cnn\] run directory (\S+)", output)
     assert not os.path.exists(worker_dir)
     (version,) = glob.glob(str(tmp_path / "models" / "cnn" / "*"))
-    images = np.zeros((2, 28, 28, 1), np.uint8)
-    assert export.serve_in_fresh_process(version, {"image": images})[
-        "probabilities"].shape == (2, 10)
+    assert "(verified in a fresh interpreter)" in output
+    serve = tf.saved_model.load(version).signatures["serving_default"]
+    assert serve(image=tf.zeros((2, 28, 28, 1), tf.uint8))["probabilities"].shape == (2, 10)
 
 
 def test_loop_gives_what_fit_gives_callbacks_included():
@@ -135,6 +136,7 @@ def test_loop_on_two_workers_takes_the_steps_of_one_device_on_the_global_batch()
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("two_workers")
 def test_killed_worker_restarted_goes_on_from_the_last_epoch(tmp_path, two_workers):
     process = subprocess.Popen(_launch(tmp_path, "--workers", "2", "--restarts", "1"), cwd=ROOT,
                                env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

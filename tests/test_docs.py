@@ -101,6 +101,7 @@ def workdir(tmp_path_factory):
 
 @pytest.mark.parametrize("doc, block", _runnable("sh"))
 @pytest.mark.slow
+@pytest.mark.xdist_group("docs_workdir")
 def test_runnable_shell_blocks_run(doc, block, workdir):
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=workdir,
                             env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True,

@@ -311,6 +311,7 @@ def saved_model_outputs(tmp_path_factory):
 
 @pytest.mark.parametrize("name", CASES)
 @pytest.mark.slow
+@pytest.mark.xdist_group("layers_saved_model")
 def test_saved_model_in_fresh_interpreter(name, saved_model_outputs):
     expected, served = saved_model_outputs[name]
     np.testing.assert_allclose(served, expected, atol=1e-5)
