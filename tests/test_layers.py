@@ -330,28 +330,54 @@ _ALONE = {
 }
 
 
+_ALONE_SCRIPT = textwrap.dedent(
+    """
+    import importlib, importlib.util, json, sys, traceback
+    import numpy as np
+    assert importlib.util.find_spec("layers") is None
+    results = {}
+    for folder, module, snippet in json.loads(sys.argv[1]):
+        sys.path.insert(0, folder)  # this file's folder alone, as the user's project
+        try:
+            namespace = {"np": np, module: importlib.import_module(module),
+                         "image": np.ones((1, 4, 4, 4), "float32")}
+            exec(snippet, namespace)
+            results[module] = "ok"
+        except Exception:
+            results[module] = traceback.format_exc()
+        sys.path.remove(folder)
+        for name, loaded in list(sys.modules.items()):  # gone, for the next file's import
+            if (getattr(loaded, "__file__", None) or "").startswith(folder):
+                del sys.modules[name]
+    print(json.dumps(results))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def copied_alone(tmp_path_factory):
+    """{file: "ok" or its traceback}: each file copied into an empty folder of its own
+    and used from there, in one interpreter that cannot import this project."""
+    jobs = []
+    for filename, snippet in _ALONE.items():
+        folder = tmp_path_factory.mktemp(filename[:-3])
+        shutil.copy(os.path.join(LAYERS_DIR, filename), folder)
+        assert os.listdir(folder) == [filename]
+        jobs.append((str(folder), filename[:-3], snippet))
+    result = subprocess.run(
+        [sys.executable, "-c", _ALONE_SCRIPT, json.dumps(jobs)], cwd=tmp_path_factory.mktemp(
+            "elsewhere"), capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    return {f"{module}.py": outcome for module, outcome in
+            json.loads(result.stdout.strip().splitlines()[-1]).items()}
+
+
 @pytest.mark.parametrize("filename", sorted(_ALONE))
 @pytest.mark.slow
-def test_each_file_works_copied_alone(filename, tmp_path):
+@pytest.mark.xdist_group("layers_alone")
+def test_each_file_works_copied_alone(filename, copied_alone):
     """One file in an empty folder, as a user copies it: nothing else of ours beside it."""
-    shutil.copy(os.path.join(LAYERS_DIR, filename), tmp_path)
-    module = filename[:-3]
-    script = "\n".join([
-        "import importlib.util",
-        "import numpy as np",
-        "assert importlib.util.find_spec('layers') is None",
-        f"import {module}",
-        "image = np.ones((1, 4, 4, 4), 'float32')",
-        _ALONE[filename],
-        "print('ok')",
-    ])
-    assert os.listdir(tmp_path) == [filename]
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": ""},
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().endswith("ok")
+    assert copied_alone[filename] == "ok", copied_alone[filename]
 
 
 def test_layer_files_import_only_keras_and_stdlib():
