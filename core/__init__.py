@@ -8,6 +8,7 @@
 - `core.training`: the optimizer and its schedule, callbacks, `fit` and the
   one read of the test split.
 - `core.runs`: run directories, config.json and checkpoints (resume).
+- `core.storage`: atomic JSON, checksums, and a one-line error for a full disk.
 - `core.export`: versioned SavedModels in TF Serving's layout, checked in a
   fresh interpreter.
 - `core.images`, `core.text`: what the image and the text recipes share.

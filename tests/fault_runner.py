@@ -2,11 +2,12 @@
 
     python -m tests.fault_runner POINT N -m MODULE [ARGS...]
 
-The Nth time the process reaches POINT (see `POINTS`) it prints
+The Nth time the process reaches POINT (see `points`) it prints
 `[fault] killed at POINT` and sends itself SIGKILL, as a power cut or
 `kill -9` would: no handler, no cleanup, no flush of files in flight.
 """
 
+import argparse
 import os
 import runpy
 import signal
@@ -69,9 +70,21 @@ def arm(name, nth):
     setattr(owner, attribute, wrapped)
 
 
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m tests.fault_runner", usage="%(prog)s POINT N -m MODULE [ARGS...]",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("point", choices=sorted(points()), help="where to kill the process")
+    p.add_argument("nth", type=int, help="kill on the Nth time the point is reached")
+    p.add_argument("-m", dest="module", required=True, help="the module to run; the "
+                   "arguments after it are the module's own")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cut = argv.index("-m") + 2 if "-m" in argv else len(argv)
+    args = p.parse_args(argv[:cut])
+    arm(args.point, args.nth)
+    sys.argv = [args.module, *argv[cut:]]
+    runpy.run_module(args.module, run_name="__main__", alter_sys=True)
+
+
 if __name__ == "__main__":
-    point, nth, dash_m, module, *args = sys.argv[1:]
-    assert dash_m == "-m", __doc__
-    arm(point, int(nth))
-    sys.argv = [module, *args]
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    main()
