@@ -83,6 +83,7 @@ class InceptionModule(keras.layers.Layer):
             raise ValueError(
                 "InceptionModule expects inputs (batch, rows, cols, channels) with a known "
                 f"channel count. Received: input_shape={input_shape}")
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: input_shape[-1]})
         self.convs, self.norms = [], []
         self._unit(self.filters_1x1, 1, "b1_1x1")
         self._unit(self.filters_3x3[0], 1, "b3_reduce")

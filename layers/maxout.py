@@ -57,6 +57,7 @@ class Maxout(keras.layers.Layer):
                 f"Received: channels={channels}, num_units={self.num_units}"
             )
         self.pieces = channels // self.num_units
+        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: channels})
 
     def call(self, inputs):
         shape = ops.shape(inputs)

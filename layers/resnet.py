@@ -74,6 +74,7 @@ class ResidualBlock(keras.layers.Layer):
             raise ValueError(
                 "ResidualBlock expects inputs (batch, rows, cols, channels) with a known "
                 f"channel count. Received: input_shape={input_shape}")
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: input_shape[-1]})
         self.conv1 = self._conv(self.kernel_size, self.strides, "conv1")
         self.norm1 = self._norm("norm1")
         self.conv2 = self._conv(self.kernel_size, 1, "conv2")

@@ -60,6 +60,8 @@ class Swish(keras.layers.Layer):
                     f"Received: input_shape={input_shape}"
                 )
             shape = (input_shape[-1],)
+            # one beta per channel: a call with another channel count is refused
+            self.input_spec = keras.layers.InputSpec(min_ndim=1, axes={-1: input_shape[-1]})
         else:
             shape = ()
         self.beta = self.add_weight(

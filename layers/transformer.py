@@ -66,6 +66,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         self.supports_masking = self.mask_zero
 
     def build(self, input_shape):
+        self.input_spec = keras.layers.InputSpec(ndim=2)
         self.token_embeddings = self.add_weight(
             name="token_embeddings",
             shape=(self.vocabulary_size, self.embedding_dim),
@@ -167,6 +168,7 @@ class TransformerEncoder(keras.layers.Layer):
                 "The embedding size must be a multiple of `num_heads`. "
                 f"Received: embedding_dim={embedding_dim}, num_heads={self.num_heads}"
             )
+        self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: embedding_dim})
         common = {"dtype": self.dtype_policy, "kernel_initializer": self.kernel_initializer}
         self.attention = keras.layers.MultiHeadAttention(
             self.num_heads, embedding_dim // self.num_heads, dropout=self.dropout,
@@ -247,6 +249,7 @@ class MaskedAveragePooling1D(keras.layers.Layer):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.supports_masking = True
+        self.input_spec = keras.layers.InputSpec(ndim=3)
 
     def call(self, inputs, mask=None):
         if mask is None:

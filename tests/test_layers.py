@@ -270,6 +270,51 @@ def test_keras_file_round_trip(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", CASES)
+def test_compute_output_shape_matches_what_the_layer_outputs(name):
+    """Each layer's declared output shape against its real output, on real inputs
+    (masks included, where the model carries one)."""
+    model, x = _model(name)
+    for layer in _ours(model):
+        # (a layer given a mask has it as a second input)
+        given = layer.input[0] if isinstance(layer.input, list) else layer.input
+        seen = keras.Model(model.inputs, [given, layer.output])(x)
+        assert tuple(layer.compute_output_shape(tuple(seen[0].shape))) == tuple(
+            seen[1].shape), type(layer).__name__
+
+
+@pytest.mark.parametrize("make, built_on, called_on", [
+    (lambda: Swish(per_channel=True), (2, 4), (2, 1)),
+    (lambda: Maxout(3), (2, 6), (2, 4)),
+    (lambda: ResidualBlock(4), (1, 6, 6, 3), (1, 6, 6, 5)),
+    (lambda: InceptionModule(2, (2, 3), (2, 2), 2), (1, 5, 5, 3), (1, 5, 5)),
+    (lambda: TransformerEncoder(2, 8), (1, 3, 8), (1, 3, 6)),
+    (lambda: MaskedAveragePooling1D(), (1, 3, 8), (1, 8)),
+    (lambda: TokenAndPositionEmbedding(10, 5, 4), (1, 5), (1, 5, 1)),
+])
+def test_a_layer_refuses_inputs_unlike_those_it_was_built_for(make, built_on, called_on):
+    """InputSpec, as Keras's own layers declare it: a wrong shape is an error, not a
+    silently broadcast output."""
+    layer = make()
+    dtype = "int32" if isinstance(layer, TokenAndPositionEmbedding) else "float32"
+    layer(np.ones(built_on, dtype))
+    with pytest.raises(ValueError, match="is incompatible with the layer"):
+        layer(np.ones(called_on, dtype))
+
+
+def test_swish_keeps_its_regularizer_and_constraint_through_a_keras_file(tmp_path):
+    inputs = keras.Input((4,))
+    layer = Swish(per_channel=True, beta_regularizer=keras.regularizers.L2(0.01),
+                  beta_constraint=keras.constraints.NonNeg())
+    model = keras.Model(inputs, layer(inputs))
+    model.save(tmp_path / "swish.keras")
+    reloaded = keras.saving.load_model(tmp_path / "swish.keras").layers[-1]
+    assert isinstance(reloaded.beta_regularizer, keras.regularizers.L2)
+    assert reloaded.beta_regularizer.l2 == pytest.approx(0.01)
+    assert isinstance(reloaded.beta_constraint, keras.constraints.NonNeg)
+    assert reloaded.losses and float(reloaded.losses[0]) == pytest.approx(0.01 * 4)
+
+
+@pytest.mark.parametrize("name", CASES)
 def test_mixed_bfloat16(name):
     policy = keras.dtype_policies.DTypePolicy("mixed_bfloat16")
     model, x = _model(name, dtype=policy)
