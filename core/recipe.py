@@ -103,7 +103,7 @@ class Recipe:
 
         `export_enabled` overrides `--export`; `extra_callbacks` join the
         shared ones (a benchmark's clock)."""
-        existing = resume or (train.run_dir if runs.is_run(train.run_dir) else None)
+        existing = runs.existing_run(resume, train.run_dir)
         done = runs.finished(existing) if existing else None
         if done is not None:
             print(f"[{self.name}] {existing} is finished ({self.report(done)}): nothing to "
@@ -193,7 +193,7 @@ class Recipe:
                                    help=f"train each {field} of {values} with the same seed "
                                    f"and budget{budget}; exports nothing")
         def recorded(a):  # a resumed run's flags default to what it recorded
-            source = a.resume or (a.run_dir if runs.is_run(a.run_dir) else None)
+            source = runs.existing_run(a.resume, a.run_dir)
             if not source:
                 return {}
             if getattr(a, "preset", None) or self._comparison(a):

@@ -92,7 +92,7 @@ def start_run(recipe, model_config, train, resume=None, dataset=None):
         **({"dataset": dataset} if dataset else {}),
     }
     chief = distribute.is_chief(train.strategy)
-    existing = resume or (train.run_dir if is_run(train.run_dir) else None)
+    existing = existing_run(resume, train.run_dir)
     if existing and chief:
         check_resumed(existing, record)
     keras.utils.set_random_seed(train.seed)
@@ -121,6 +121,12 @@ def start_run(recipe, model_config, train, resume=None, dataset=None):
 def is_run(path):
     """Whether `path` is a run directory (it holds a config.json)."""
     return bool(path) and os.path.isfile(os.path.join(path, "config.json"))
+
+
+def existing_run(resume, run_dir):
+    """The run directory a run goes on with: `--resume`'s, or a `--run-dir` that
+    already holds a run (a restarted job's); None for a new run."""
+    return resume or (run_dir if is_run(run_dir) else None)
 
 
 def recorded(run_dir):

@@ -63,8 +63,9 @@ def test_onnx_and_litert_answer_real_images_like_the_savedmodel(exports, name, o
     images = np.stack([image for image, _ in
                        data.load("fashion_mnist", "test").skip(500).take(40).as_numpy_iterator()])
     images = np.concatenate([images, np.zeros_like(images[:1]), np.full_like(images[:1], 255)])
-    served = _served(exports[name], {runtime: (runtime, {"image": images})
-                                     for runtime in ("saved_model", "onnx", "litert")})
+    served = export.serve_many_in_fresh_process(  # one interpreter for the three
+        exports[name], {runtime: (runtime, {"image": images})
+                        for runtime in ("saved_model", "onnx", "litert")})
     reference = served["saved_model"][output]
     for runtime in ("onnx", "litert"):
         answers = served[runtime]
@@ -73,15 +74,6 @@ def test_onnx_and_litert_answer_real_images_like_the_savedmodel(exports, name, o
             "mixed_bfloat16"], err_msg=runtime)
         if name == "cnn":
             assert (answers["class_id"] == answers[output].argmax(-1)).all()
-
-
-def _served(path, requests):
-    """`export.serve_many_in_fresh_process`, every request answered (one interpreter)."""
-    answers = export.serve_many_in_fresh_process(path, requests)
-    for answer in answers.values():
-        if isinstance(answer, Exception):
-            raise answer
-    return answers
 
 
 def _documented_tokenizer():
@@ -103,9 +95,9 @@ def test_text_without_tensorflow_gets_the_savedmodels_answers(exports, name):
     texts += ["", "Un film étonnant, déjà culte ! 🎬", "!!!", "It's a MUST-see... (really)"]
     vocabulary = open(os.path.join(path, "vocabulary.txt"), encoding="utf-8").read().split("\n")
     ids = _documented_tokenizer()(texts, vocabulary[:-1], sequence_length=64)
-    served = _served(path, {"saved_model": ("saved_model", {"text": np.array(texts)}),
-                            **{runtime: (runtime, {"token_ids": ids})
-                               for runtime in ("onnx", "litert")}})
+    served = export.serve_many_in_fresh_process(path, {
+        "saved_model": ("saved_model", {"text": np.array(texts)}),
+        **{runtime: (runtime, {"token_ids": ids}) for runtime in ("onnx", "litert")}})
     reference = served["saved_model"]
     for runtime in ("onnx", "litert"):
         answers = served[runtime]
