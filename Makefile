@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: run test test-fast venv system-deps data clean-venv
+.PHONY: run test test-fast test-backends venv system-deps data clean-venv
 
 # The main job: the CNN recipe on a shorter budget than its benchmark.
 run: data
@@ -23,6 +23,28 @@ test: data
 # The edit loop: everything but the end-to-end runs marked slow.
 test-fast: data
 	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow" tests
+
+# The layers and the recipes' networks on JAX and PyTorch (docs/layers.md).
+# Each backend's own environment, .venv-jax and .venv-torch, holds keras, the
+# backend and pytest, nothing else, as a user's project would: the layers run
+# there. The recipes import TensorFlow for their data, so their networks run
+# in the project's environment with both backends added.
+BACKENDS := jax torch
+test-backends: data $(BACKENDS:%=.venv-%/.installed) $(VENV)/.backends
+	for backend in $(BACKENDS); do \
+		KERAS_BACKEND=$$backend .venv-$$backend/bin/python -m pytest -q -p no:cacheprovider \
+			tests/test_layer_harness.py || exit 1; \
+	done
+	$(PY) -m pytest -q -n 2 --dist loadgroup tests/test_backends.py
+
+.venv-%/.installed: requirements-%.txt
+	test -x .venv-$*/bin/python || $(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet -r $<
+	touch $@
+
+$(VENV)/.backends: $(STAMP) $(BACKENDS:%=requirements-%.txt)
+	$(PY) -m pip install --quiet $(BACKENDS:%=-r requirements-%.txt)
+	touch $@
 
 venv: $(STAMP)
 
@@ -48,4 +70,4 @@ data: venv system-deps
 	$(PY) -m core.data
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(BACKENDS:%=.venv-%)

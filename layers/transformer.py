@@ -82,7 +82,9 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         ids = ops.cast(inputs, "int32")
         length = ops.shape(ids)[-1]
         tokens = ops.take(self.token_embeddings, ids, axis=0)
-        positions = ops.slice(self.position_embeddings, (0, 0), (length, self.embedding_dim))
+        # a tensor, not the Variable: JAX's slice refuses a Variable (__jax_array__)
+        table = ops.convert_to_tensor(self.position_embeddings)
+        positions = ops.slice(table, (0, 0), (length, self.embedding_dim))
         return ops.cast(tokens + positions, self.compute_dtype)
 
     def compute_mask(self, inputs, mask=None):
