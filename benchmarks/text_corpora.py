@@ -38,6 +38,10 @@ RECIPES = [
     ("Transformer", "python -m recipes.transformer_text"),
     ("CNN (Kim 2014)", "python -m recipes.cnn_text"),
     ("Bag of n-grams", "python -m recipes.ngram_text"),
+    # The practitioner's baseline, a reference row: deterministic, so one fit per
+    # corpus (at its first seed); benchmarks/linear_reference.py says how.
+    (REFERENCE := "tf-idf + logistic regression (scikit-learn)",
+     "python -m benchmarks.linear_reference"),
 ]
 CORPORA = {"rt_snippets": (42, 43, 44), "reuters_r8": (42, 43, 44), "health_tweets": (42,),
            "health_tweets_10pct": (42,)}
@@ -65,7 +69,8 @@ def table(runs, corpora):
     lines = ["| recipe | " + " | ".join(corpora) + " | command |",
              "|---|" + "---:|" * len(corpora) + "---|"]
     lines += [f"| {row} | " + " | ".join(cell(runs, row, c) for c in corpora) +
-              f" | `{command} --dataset <corpus>` |" for row, command in RECIPES]
+              f" | `{command} {'--corpora' if row == REFERENCE else '--dataset'} <corpus>` |"
+              for row, command in RECIPES]
     return lines
 
 
@@ -99,6 +104,15 @@ def main(argv=None):
         for corpus, (row, command) in ((c, r) for c in corpora for r in RECIPES):
             k = key(row, corpus, seed)
             if row not in rows or seed not in CORPORA[corpus] or k in runs:
+                continue
+            if row == REFERENCE:
+                if seed != CORPORA[corpus][0]:
+                    continue
+                from benchmarks import linear_reference
+
+                print(f"[{NAME}] {k}: scikit-learn, C chosen on validation", flush=True)
+                runs[k] = linear_reference.fit(corpus, seed)
+                _write(path, runs, table(runs, list(CORPORA)))
                 continue
             module, *flags = shlex.split(command)[2:]
             print(f"[{NAME}] {k}: {command} {' '.join(corpus_flags(corpus))} --seed {seed}",

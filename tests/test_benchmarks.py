@@ -197,3 +197,18 @@ def test_text_defaults_resumes_and_runs_each_alternative_only_where_it_belongs(t
     assert "| health_tweets_10pct: step |" in report and "| rt_snippets: step |" in report
     assert "| reuters_r8 | Transformer | not run (5a) |" in report
     assert "| reuters_r8 | CNN | 0.8000 (5) | 0.9000 (4b) | 10.0 | no |" in report
+
+
+def test_linear_reference_fits_on_the_recipes_own_splits():
+    """scikit-learn's reference row sees what a recipe run sees: the same training
+    share, validation and test splits."""
+    from benchmarks import linear_reference
+    from core import config, data
+
+    train = config.TrainConfig(dataset="rt_snippets", seed=42)
+    texts, labels = linear_reference.texts_and_labels("rt_snippets", "train")
+    seen = [t.decode() for t, _ in data.training_examples(train).as_numpy_iterator()]
+    assert texts == seen and len(labels) == len(texts) == data.splits(train)[3]
+    result = linear_reference.fit("rt_snippets", grid=(1.0,))
+    assert 0.6 < result["test_accuracy"] <= 1 and result["C"] == 1.0
+    assert result["features"] > 10_000
