@@ -43,7 +43,10 @@ def test_ngram_baseline_sees_unigrams_and_bigrams_of_the_training_split():
     assert features.shape == (2, 2_000) and features[1].sum() == 0  # tf-idf, not ids
     assert features[0, vocabulary.index("the film")] > 0
     model = ngram_text.build_model(2_000, 2)
-    assert model(features).shape == (2, 2) and len(model.layers) == 4
+    assert model(features).shape == (2, 2) and len(model.layers) == 5
+    # each text's vector is scaled to unit length: its length does not count, its mix does
+    np.testing.assert_allclose(model(features[:1] * 3), model(features[:1]), rtol=1e-5)
+    assert np.isfinite(model(features[1:])).all()  # an empty text stays defined
 
 
 def test_transformer_builds_binary_and_multiclass():
@@ -94,7 +97,7 @@ def test_each_text_recipe_has_its_own_learning_rate_default_and_the_flag_wins():
     rates = {recipe.__name__: recipe.parse([])[3].learning_rate
              for recipe in (rnn_text, cnn_text, transformer_text, ngram_text)}
     assert rates == {"recipes.rnn_text": 3e-3, "recipes.transformer_text": 3e-3,
-                     "recipes.cnn_text": 1e-3, "recipes.ngram_text": 1e-3}
+                     "recipes.cnn_text": 1e-3, "recipes.ngram_text": 1e-2}
     assert rnn_text.parse(["--learning-rate", "0.001"])[3].learning_rate == 1e-3
     # The rest of the shared defaults still apply under the recipe's own.
     assert rnn_text.parse([])[3].steps_per_epoch == text.TRAIN_DEFAULTS["steps_per_epoch"]
