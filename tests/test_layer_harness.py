@@ -1,10 +1,12 @@
 """Every layer through Keras's own layer harness, on whichever backend runs it.
 
 `keras.src.testing.TestCase.run_layer_test` is what Keras's own layers pass:
-build and call, symbolic and eager shapes, weight counts, `get_config`
-round trip, a `.keras` save and reload, a `fit` with a loss (the training
-check) and a call under `mixed_float16` and `mixed_bfloat16` (the mixed
-precision check). This file imports only keras, numpy, pytest and layers/, so
+build and call, symbolic and eager shapes, weight counts, masks, `get_config`
+round trip, a `fit` with a loss (the training check) and a call under
+`mixed_float16` and `mixed_bfloat16` (the mixed precision check, which Keras
+skips on PyTorch's CPU). It saves no file, so a `.keras` round trip and a
+`mixed_bfloat16` call are checked here on every backend besides, and each
+file is trained copied alone. This file imports only keras, numpy, pytest and layers/, so
 it runs unchanged under `KERAS_BACKEND=jax` or `torch` in an environment with
 nothing else installed (`make test-backends`; docs/layers.md), and under
 TensorFlow in `make test`.
