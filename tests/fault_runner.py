@@ -5,13 +5,25 @@
 The Nth time the process reaches POINT (see `points`) it prints
 `[fault] killed at POINT` and sends itself SIGKILL, as a power cut or
 `kill -9` would: no handler, no cleanup, no flush of files in flight.
+
+    python -m tests.fault_runner --serve
+
+A fork server for tests that start many runs one after another (`Forks`):
+it imports TensorFlow, Keras and the recipes once (about 5 s here, as long
+as a tiny run trains), then forks one child per request. Each child is a
+process of its own, killed or exiting as `python -m` would; only the
+imported modules are shared, and no TensorFlow op has run before the fork.
 """
 
 import argparse
+import importlib
+import json
 import os
 import runpy
 import signal
+import subprocess
 import sys
+import traceback
 
 
 def points():
@@ -86,5 +98,82 @@ def main(argv=None):
     runpy.run_module(args.module, run_name="__main__", alter_sys=True)
 
 
+def run(argv):
+    """`-m MODULE [ARGS...]` as `python -m` runs it, or `POINT N -m MODULE ...` as `main`."""
+    if argv[0] != "-m":
+        return main(argv)
+    sys.argv = [argv[1], *argv[2:]]
+    runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+
+
+#: What the fork server imports before its first fork.
+PRELOADED = ("tensorflow", "keras", "recipes.cnn", "core.export", "core.recipe")
+
+
+def serve():
+    """Answer each request line, `{"argv": [...], "out": PATH, "err": PATH}`, with
+    the exit code of a forked child that ran `run(argv)` (negative: killed by
+    that signal)."""
+    for name in PRELOADED:
+        importlib.import_module(name)
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            with open(request["out"], "w") as out, open(request["err"], "w") as err:
+                os.dup2(out.fileno(), 1)
+                os.dup2(err.fileno(), 2)
+            code = 0
+            try:
+                run(request["argv"])
+            except SystemExit as exit:  # as the interpreter maps sys.exit's argument
+                code = exit.code if isinstance(exit.code, int) else exit.code is not None
+                if exit.code is not None and not isinstance(exit.code, int):
+                    print(exit.code, file=sys.stderr)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps(os.waitstatus_to_exitcode(status)), flush=True)
+
+
+class Forks:
+    """A `--serve` process and its runs: `run(*argv)` -> (exit code, stdout, stderr).
+
+    A context manager; the server is started in `cwd` with `env`, and each
+    run's output is kept in `tmp_dir`.
+    """
+
+    def __init__(self, tmp_dir, cwd, env):
+        self.tmp_dir, self.count = tmp_dir, 0
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "tests.fault_runner", "--serve"], cwd=cwd, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def run(self, *argv):
+        self.count += 1
+        out, err = (os.path.join(self.tmp_dir, f"fork-{self.count}.{s}") for s in ("out", "err"))
+        self.server.stdin.write(json.dumps({"argv": list(argv), "out": out, "err": err}) + "\n")
+        self.server.stdin.flush()
+        line = self.server.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the fork server ended (exit {self.server.wait()})")
+        with open(out) as o, open(err) as e:
+            return json.loads(line), o.read(), e.read()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.stdin.close()
+        self.server.wait(timeout=60)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+    else:
+        main()

@@ -7,8 +7,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -17,6 +15,7 @@ import tensorflow as tf
 
 from core import config, runs, training
 from recipes import cnn
+from tests import fault_runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 2,048 images in batches of 64: 32 steps an epoch, about 1-2 s here, so a kill
@@ -28,13 +27,6 @@ STEPS_PER_EPOCH = 2048 // 64
 
 def _env():
     return {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def _run(*args):
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=_env(), capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 def _only_run(runs_dir):
@@ -58,15 +50,6 @@ SMALL = ["-m", "recipes.cnn", "--limit", "512", "--batch-size", "64", "--epochs"
          "--precision", "float32", "--filters", "8,16", "--dense-units", "32"]
 
 
-def _killed(*args):
-    result = subprocess.run([sys.executable, "-m", "tests.fault_runner", *args], cwd=ROOT,
-                            env=_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == -signal.SIGKILL, (args, result.stdout[-2000:],
-                                                  result.stderr[-3000:])
-    assert f"[fault] killed at {args[0]} ({args[1]})" in result.stdout, args
-    return result.stdout
-
-
 def _nothing_half_written(run_dir, models):
     """Every checkpoint checks out and every published version is whole."""
     checkpoints = os.path.join(run_dir, "checkpoints")
@@ -78,26 +61,41 @@ def _nothing_half_written(run_dir, models):
         assert os.path.isfile(os.path.join(version, "assets.extra", "origin.json")), version
 
 
+def _forked(forks, *args, killed=False):
+    """A run in a process forked from `forks` (tests.fault_runner's fork server)."""
+    code, out, err = forks.run(*args)
+    assert code == (-signal.SIGKILL if killed else 0), (args, code, out[-2000:], err[-3000:])
+    if killed:
+        assert f"[fault] killed at {args[0]} ({args[1]})" in out, args
+    return out
+
+
 @pytest.mark.slow
 def test_a_run_killed_at_every_point_in_turn_ends_as_an_uninterrupted_run(tmp_path):
     """SIGKILL at ten points spread over epochs, checkpoint writes and the export,
     each followed by a resume without flags: the run ends with the uninterrupted
     run's weights, history and test accuracy, one whole version, and its config.json
-    as the first process wrote it."""
-    _run(*SMALL, "--no-export", "--runs-dir", str(tmp_path / "whole"))
-    whole = _only_run(str(tmp_path / "whole"))
+    as the first process wrote it.
 
-    runs_dir, models = str(tmp_path / "killed"), str(tmp_path / "models")
-    _killed(KILLS[0][0], str(KILLS[0][1]), *SMALL, "--runs-dir", runs_dir, "--export-dir", models)
-    run_dir = _only_run(runs_dir)
-    with open(os.path.join(run_dir, "config.json"), "rb") as f:
-        config_bytes = f.read()
-    outputs = []
-    for point, nth in KILLS[1:]:
+    The 12 processes are forked from one that imported TensorFlow once (half of
+    each one's time otherwise); each is killed, or exits, as a process."""
+    with fault_runner.Forks(str(tmp_path), ROOT, _env()) as forks:
+        _forked(forks, *SMALL, "--no-export", "--runs-dir", str(tmp_path / "whole"))
+        whole = _only_run(str(tmp_path / "whole"))
+
+        runs_dir, models = str(tmp_path / "killed"), str(tmp_path / "models")
+        _forked(forks, KILLS[0][0], str(KILLS[0][1]), *SMALL, "--runs-dir", runs_dir,
+                "--export-dir", models, killed=True)
+        run_dir = _only_run(runs_dir)
+        with open(os.path.join(run_dir, "config.json"), "rb") as f:
+            config_bytes = f.read()
+        outputs = []
+        for point, nth in KILLS[1:]:
+            _nothing_half_written(run_dir, models)
+            outputs.append(_forked(forks, point, str(nth), "-m", "recipes.cnn", "--resume",
+                                   run_dir, killed=True))
         _nothing_half_written(run_dir, models)
-        outputs.append(_killed(point, str(nth), "-m", "recipes.cnn", "--resume", run_dir))
-    _nothing_half_written(run_dir, models)
-    last = _run("-m", "recipes.cnn", "--resume", run_dir)
+        last = _forked(forks, "-m", "recipes.cnn", "--resume", run_dir)
     assert "is this run's export already" in last  # published once, before the kills
     with contextlib.redirect_stdout(io.StringIO()) as again:
         cnn.main(["--resume", run_dir])  # in this process: it trains nothing
