@@ -54,6 +54,13 @@ class TrainConfig:
         "Loshchilov & Hutter 2017)")
     clipnorm: float = field(
         0.0, "rescale each weight's gradient to at most this L2 norm (0 = no clipping)")
+    label_smoothing: float = field(
+        0.0, "train towards (1 - s) on the true class and s / classes on every class, "
+        "instead of 1 and 0 (Szegedy et al. 2016; classifiers only; 0 = off)")
+    ema: float = field(
+        0.0, "keep an exponential moving average of the weights with this momentum (e.g. "
+        "0.999), which validation, the best epoch, the test and the export use (Polyak "
+        "averaging; 0 = off)")
     patience: int = field(3, "epochs without validation improvement before stopping")
     monitor: str = field(
         "val_loss", "validation metric that early stopping watches (and restores the best of)")
@@ -143,6 +150,12 @@ def validate(train):
                           "it cannot be combined with --lr-patience (use --lr-patience 0)")
     if train.clipnorm < 0:
         raise ConfigError(f"clipnorm must be >= 0 (0 = off), got {train.clipnorm}")
+    if not 0 <= train.label_smoothing < 1:
+        raise ConfigError(f"label_smoothing must be in [0, 1), got {train.label_smoothing}")
+    if not 0 <= train.ema < 1:
+        raise ConfigError(f"ema must be in [0, 1) (0 = off), got {train.ema}")
+    if train.ema and train.strategy == "multi_worker":
+        raise ConfigError("--ema runs with --strategy default or mirrored, not multi_worker")
     if not 0 < train.validation_percent < 100:
         raise ConfigError(
             f"validation_percent must be between 1 and 99, got {train.validation_percent}")

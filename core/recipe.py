@@ -70,6 +70,12 @@ class Recipe:
         """The functional model, uncompiled."""
         raise NotImplementedError
 
+    def served(self, model, model_config):
+        """The model the test split reads and the export serves: `model` itself by
+        default, or one built around it that shares its weights (test-time
+        augmentation)."""
+        return model
+
     def measure(self, model, facts, model_config):
         """Extra metrics after the test evaluation ({} by default)."""
         return {}
@@ -110,24 +116,28 @@ class Recipe:
                   "train. To train more, start a new run.", flush=True)
             return {**done, "run_dir": existing, "finished": True}
         facts = self.facts(model_config, train)
+        loss = training.loss(self.loss, train.label_smoothing)  # refused before a run starts
         run_dir = runs.start_run(self.name, model_config, train, resume,
                                  dataset=data.own_record(train))
         splits = self.data(facts, model_config, train)
         model = self.build(facts, splits, model_config)
         model.compile(
             optimizer=training.optimizer(train, training.steps_per_epoch(train, splits.train)),
-            loss=self.loss, metrics=list(self.metrics))
+            loss=loss, metrics=list(self.metrics))
+        served = self.served(model, model_config)
+        if served is not model:
+            served.compile(loss=loss, metrics=list(self.metrics))
         details = [f"{k} {v:,}" for k, v in splits.resolved.items()]
         print(f"[{self.name}] {', '.join([f'{model.count_params():,} parameters', *details])}, "
               f"{splits.examples:,} training examples", flush=True)
         metrics, history = training.fit_and_evaluate(
             model, splits.train, splits.validation, splits.test, train, run_dir,
-            splits.examples, extra_callbacks, evaluate=self.evaluate)
+            splits.examples, extra_callbacks, evaluate=self.evaluate, test_model=served)
         metrics.update(splits.resolved)
         metrics.update(self.measure(model, facts, model_config))
         if train.export if export_enabled is None else export_enabled:
             with export.from_run(run_dir, metrics["weights_digest"]):
-                metrics["export"] = self.export(model, facts, splits, train)
+                metrics["export"] = self.export(served, facts, splits, train)
         storage.write_json(os.path.join(run_dir, "metrics.json"), metrics)  # the run's last file
         exported = f"; exported {metrics['export']}" if "export" in metrics else ""
         print(f"[{self.name}] {self.report(metrics)}; run {run_dir}{exported}", flush=True)

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from core import data, distribute, loop, storage
+from core.config import ConfigError
 from core.runs import RunCheckpoint
 
 
@@ -36,9 +37,66 @@ class WorkerDone(Exception):
 
 def optimizer(train, steps_per_epoch=None):
     """The recipes' optimizer: Adam at `--learning-rate` (following `--schedule`, which
-    needs `steps_per_epoch`), clipped at `--clipnorm` if set."""
+    needs `steps_per_epoch`), clipped at `--clipnorm` if set, keeping a moving
+    average of the weights with `--ema` if set (`EMAWeights` puts it to use)."""
     return keras.optimizers.Adam(learning_rate(train, steps_per_epoch),
-                                 clipnorm=train.clipnorm or None)
+                                 clipnorm=train.clipnorm or None, use_ema=bool(train.ema),
+                                 ema_momentum=train.ema or 0.99)
+
+
+def loss(name, label_smoothing=0.0):
+    """The recipe's loss `name`, with `--label-smoothing` if set (classifiers only)."""
+    if not label_smoothing:
+        return name
+    if name != "sparse_categorical_crossentropy":
+        raise ConfigError(f"--label-smoothing applies to classifiers (sparse categorical "
+                          f"cross-entropy); this recipe's loss is {name}")
+    return SmoothedSparseCrossentropy(label_smoothing)
+
+
+@keras.saving.register_keras_serializable(package="recipes")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of integer labels against targets smoothed towards uniform:
+    -sum_k q_k log p_k with q = (1 - s) one_hot(y) + s / K (Szegedy et al., 2016,
+    "Rethinking the Inception Architecture", section 7). Keras's sparse
+    cross-entropy takes no smoothing; its categorical one does, on one-hot labels.
+    """
+
+    def __init__(self, label_smoothing=0.1, name="smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,))
+        return keras.losses.categorical_crossentropy(
+            keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1], dtype=y_pred.dtype), y_pred,
+            label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+class EMAWeights(keras.callbacks.SwapEMAWeights):
+    """With `--ema`: validation, early stopping's best epoch, the checkpoints and
+    the trained model see the moving average of the weights, training the raw
+    ones.
+
+    Keras's `SwapEMAWeights(swap_on_epoch=True)`, which puts the average in
+    the model at each epoch's end and the raw weights back at the next
+    epoch's start, plus resumption: a checkpoint is taken at an epoch's end,
+    swapped, so a run resumed from one (the optimizer has taken steps before
+    its first epoch) starts swapped too.
+    """
+
+    def __init__(self):
+        super().__init__(swap_on_epoch=True)
+        self._first_epoch = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch and int(self.model.optimizer.iterations) > 0:
+            self._ema_weights_in_model = True  # restored from an epoch-end checkpoint
+        self._first_epoch = False
+        super().on_epoch_begin(epoch, logs)
 
 
 def learning_rate(train, steps_per_epoch=None):
@@ -91,8 +149,9 @@ def steps_per_epoch(train, train_ds):
 
 
 def callbacks(run_dir, patience, monitor="val_loss", lr_patience=0, restore_from=None,
-              keep_checkpoints=2):
-    """The shared callbacks; `RunCheckpoint` comes after the two whose state it keeps.
+              keep_checkpoints=2, ema=False):
+    """The shared callbacks; `RunCheckpoint` comes after the two whose state it keeps,
+    and `EMAWeights` (with `ema`) before every callback that reads the weights.
 
     `restore_from`: where the checkpoint to go on from is, if not in this run
     directory (a non-chief worker writes to a temporary one but restores the
@@ -104,6 +163,7 @@ def callbacks(run_dir, patience, monitor="val_loss", lr_patience=0, restore_from
     stateful = [*plateau, keras.callbacks.EarlyStopping(
         monitor=monitor, patience=patience, restore_best_weights=True, verbose=1)]
     return [
+        *([EMAWeights()] if ema else []),
         *stateful,
         RunCheckpoint(os.path.join(run_dir, "checkpoints"), stateful, restore_from,
                       keep_checkpoints),
@@ -150,7 +210,7 @@ class EpochClock(keras.callbacks.Callback):
 
 
 def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_per_epoch,
-                     extra_callbacks=(), evaluate=None):
+                     extra_callbacks=(), evaluate=None, test_model=None):
     """Fit with the shared callbacks, evaluate on test once; returns (metrics, history)
     and writes history.json and model.keras (metrics.json is the run's last file,
     written by `core.recipe` once the export is done).
@@ -160,7 +220,8 @@ def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_
 
     `evaluate(model, test_ds)` returns the test metrics as a dict (default:
     the compiled loss and metrics, as `test_<name>`); it is the one read of
-    the test split in a run.
+    the test split in a run, by `test_model` if given (a compiled model
+    sharing `model`'s weights: test-time augmentation).
 
     In a run directory with a checkpoint (`--resume`), training goes on from
     the epoch after it, with the optimizer, early stopping, learning-rate
@@ -177,7 +238,7 @@ def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_
     restore_from = None if chief or not train.run_dir else os.path.join(
         train.run_dir, "checkpoints")
     shared = callbacks(run_dir, train.patience, train.monitor, train.lr_patience, restore_from,
-                       train.keep_checkpoints)
+                       train.keep_checkpoints, ema=bool(train.ema))
     checkpoint = next(cb for cb in shared if isinstance(cb, RunCheckpoint))
     initial_epoch = checkpoint.initial_epoch
     # One endless stream, reshuffled on each pass: given steps_per_epoch, Keras
@@ -208,11 +269,12 @@ def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_
     history = checkpoint.history
     epochs_run = len(history.get("loss", []))
     train_seconds = checkpoint.train_seconds
+    tested = model if test_model is None else test_model
     if evaluate is None:
         test = {f"test_{key}": float(value) for key, value in
-                model.evaluate(test_ds, return_dict=True, verbose=0).items()}
+                tested.evaluate(test_ds, return_dict=True, verbose=0).items()}
     else:
-        test = evaluate(model, test_ds)
+        test = evaluate(tested, test_ds)
     metrics = {
         **test,
         "epochs": epochs_run,

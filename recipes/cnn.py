@@ -40,10 +40,14 @@ from layers.swish import Swish
 ARCHITECTURES = ("plain", "lenet5", "resnet", "inception")
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "maxout", "swish", "tanh")
 PADDINGS = ("same", "valid")
+#: What `--augmentations` may list: horizontal flips; shifts of up to 10% of the
+#: side, interpolated (2.8 pixels on 28x28); crops, whole-pixel shifts of up to
+#: 2 pixels with zeros coming in, as padding by 2 and cropping back would give.
+AUGMENTATIONS = ("flip", "shift", "crop")
 # The smallest image side each architecture takes: LeNet-5 pads 28x28 to its
 # 32x32 field and no more; the others halve the side twice.
 MIN_SIDE = {"lenet5": 28, "resnet": 4, "inception": 4}
-SHARED = ("architecture", "augment")  # model options every architecture reads
+SHARED = ("architecture", "augment", "augmentations", "tta")  # every architecture reads
 
 
 @dataclasses.dataclass
@@ -54,8 +58,14 @@ class ModelConfig:
         "plain", f"one of {ARCHITECTURES}; the flags after --augment shape 'plain'; the "
         "others have fixed layouts and read only --batch-norm-momentum (resnet, inception)")
     augment: bool = field(
-        False, "random horizontal flips and shifts of up to 10%% (2 pixels on 28x28), as "
-        "layers inside the model that only act in training (every architecture)")
+        False, "augment the training images with --augmentations, as layers inside the "
+        "model that only act in training (every architecture)")
+    augmentations: tuple = field(
+        ("flip", "shift"), f"with --augment, among {AUGMENTATIONS}: horizontal flips, "
+        "interpolated shifts of up to 10%%, whole-pixel crops of up to 2 pixels")
+    tta: bool = field(
+        False, "test-time augmentation: the test split and the export average the "
+        "probabilities of each image and its mirror image (twice the serving compute)")
     filters: tuple = field((16, 32, 64), "filters of each block; one block per entry")
     convs_per_block: int = field(2, "Conv2D layers in each block before pooling")
     kernel_size: int = field(3, "3, 5 or 7")
@@ -75,6 +85,10 @@ class ModelConfig:
     def validate(self, input_shape):
         """Refuse what cannot build on images of `input_shape` (height, width, channels)."""
         one_of(self, "architecture", ARCHITECTURES)
+        unknown = set(self.augmentations) - set(AUGMENTATIONS)
+        if unknown or not self.augmentations:
+            raise ConfigError(f"augmentations must be among {AUGMENTATIONS}, got "
+                              f"{','.join(self.augmentations)!r}")
         if len(input_shape) != 3:
             raise ConfigError(
                 f"the CNN needs images of shape (height, width, channels); got {input_shape}")
@@ -265,6 +279,19 @@ def uses(architecture):
     return tuple(inspect.signature(BODIES[architecture]).parameters)[1:]
 
 
+def augment(x, augmentations):
+    """`augmentations` (`AUGMENTATIONS`) applied to images `x` in training only."""
+    if "flip" in augmentations:
+        x = keras.layers.RandomFlip("horizontal")(x)
+    if "shift" in augmentations:
+        x = keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant")(x)
+    if "crop" in augmentations:  # nearest: whole pixels, so no blur
+        height, width = x.shape[1:3]
+        x = keras.layers.RandomTranslation(2 / height, 2 / width, fill_mode="constant",
+                                           interpolation="nearest")(x)
+    return x
+
+
 def build_model(input_shape, num_classes, **options):
     """The CNN as a functional model taking uint8 images, returning probabilities.
 
@@ -277,14 +304,34 @@ def build_model(input_shape, num_classes, **options):
     inputs = keras.Input(input_shape, dtype="uint8", name="image")
     x = keras.layers.Rescaling(1.0 / 255)(inputs)
     if options["augment"]:  # identity at inference, so the export is unchanged
-        x = keras.layers.RandomFlip("horizontal")(x)
-        x = keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant")(x)
+        x = augment(x, options["augmentations"])
     x = BODIES[architecture](x, **{k: v for k, v in options.items() if k in uses(architecture)})
     l2 = options["l2"] if "l2" in uses(architecture) else 0
     x = keras.layers.Dense(num_classes, kernel_regularizer=keras.regularizers.L2(l2) if l2
                            else None)(x)
     outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="cnn" if architecture == "plain" else architecture)
+
+
+@keras.saving.register_keras_serializable(package="recipes")
+class HorizontalFlip(keras.layers.Layer):
+    """Images mirrored left to right, at inference as in training (unlike RandomFlip)."""
+
+    def call(self, images):
+        return keras.ops.flip(images, axis=-2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def with_tta(model):
+    """`model` with test-time augmentation: the mean of its probabilities on each
+    image and on its mirror image. It shares `model`'s weights."""
+    inputs = keras.Input(model.inputs[0].shape[1:], dtype=model.inputs[0].dtype, name="image")
+    mirrored = model(HorizontalFlip()(inputs))
+    outputs = keras.layers.Average(dtype="float32", name="probabilities")(
+        [model(inputs), mirrored])
+    return keras.Model(inputs, outputs, name=f"{model.name}_tta")
 
 
 # --- the run -------------------------------------------------------------------
@@ -308,6 +355,9 @@ class CNN(recipe.Recipe):
     def build(self, facts, splits, model_config):
         shape, class_names = facts
         return build_model(shape, len(class_names), **dataclasses.asdict(model_config))
+
+    def served(self, model, model_config):
+        return with_tta(model) if model_config.tta else model
 
     def export(self, model, facts, splits, train):
         return images.export_classifier(model, "cnn", facts[1], facts[0], train)

@@ -120,6 +120,33 @@ def test_time_to_accuracy_reads_the_first_epoch_over_each_level_and_judges_the_b
     assert [line.split("**")[1] for line in verdict] == ["not met", "not met", "met"]
 
 
+def test_cnn_techniques_keeps_a_rung_only_by_its_fixed_rule():
+    """A rung is kept when it beats the last kept rung by >= 0.1 point and by more
+    than a standard error, at most 15% slower an epoch; later rungs are judged
+    against the last kept one; TTA against the kept configuration's own runs."""
+    from benchmarks import cnn_techniques as ct
+
+    def runs(accuracies, seconds=40.0, tta=0.0):
+        return {str(seed): {"val_accuracy": a, "val_accuracy_tta": a + tta,
+                            "seconds_per_epoch": seconds}
+                for seed, a in zip((42, 43, 44), accuracies)}
+
+    names = [name for name, _ in ct.RUNGS]
+    results = {names[0]: runs([0.930, 0.931, 0.929]),
+               names[1]: runs([0.935, 0.936, 0.934]),  # +0.5 point: kept
+               names[2]: runs([0.9355, 0.9365, 0.9345], seconds=41),  # +0.05: not kept
+               names[3]: runs([0.940, 0.941, 0.939], seconds=48, tta=0.002)}  # 1.2x: not kept
+    verdicts = ct.verdicts(results)
+    assert [(name, ok) for name, ok, _ in verdicts] == [
+        (names[0], True), (names[1], True), (names[2], False), (names[3], False),
+        (f"{names[1]}, with test-time flips", False)]
+    assert f"over {names[1]}" in verdicts[3][2]  # judged against the last kept rung
+    results[names[1]] = runs([0.935, 0.936, 0.934], tta=0.003)
+    assert ct.verdicts(results)[-1][1]
+    noisy = {names[0]: runs([0.930, 0.931, 0.929]), names[1]: runs([0.925, 0.935, 0.945])}
+    assert not ct.verdicts(noisy)[1][1]  # +0.5 point, but within the noise
+
+
 @pytest.mark.slow
 def test_time_to_accuracy_runs_all_three_and_writes_its_report(tmp_path, monkeypatch):
     import benchmarks

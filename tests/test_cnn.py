@@ -59,6 +59,8 @@ def test_mixed_bfloat16_keeps_softmax_float32():
     ({"kernel_size": 4}, r"kernel_size must be one of \(3, 5, 7\)"),
     ({"dropout": 1.0}, "dropout must be in"),
     ({"batch_norm_momentum": 1.0}, "batch_norm_momentum must be in"),
+    ({"augment": True, "augmentations": ("flip", "rotate")}, "augmentations must be among"),
+    ({"augment": True, "augmentations": ()}, "augmentations must be among"),
 ])
 def test_bad_model_config(overrides, message):
     with pytest.raises(config.ConfigError, match=message):
@@ -201,21 +203,72 @@ def test_unknown_architecture_is_refused_before_training(tmp_path, capsys):
 @pytest.mark.parametrize("architecture", [a for a in cnn.ARCHITECTURES if a != "plain"])
 @pytest.mark.slow
 def test_each_architecture_trains_and_exports_a_servable_model(architecture, tmp_path):
+    """LeNet-5 also trains with #38's techniques, and serves with test-time flips."""
+    techniques = (["--augment", "--augmentations", "crop,flip", "--label-smoothing", "0.1",
+                   "--ema", "0.9", "--tta"] if architecture == "lenet5" else [])
     cnn.main(["--architecture", architecture, "--epochs", "1", "--limit", "128",
               "--batch-size", "64", "--runs-dir", str(tmp_path / "runs"),
-              "--export-dir", str(tmp_path / "saved_models")])
+              "--export-dir", str(tmp_path / "saved_models"), *techniques])
     (run_dir,) = (tmp_path / "runs" / "cnn").iterdir()
     config = json.loads((run_dir / "config.json").read_text())
     assert config["model"]["architecture"] == architecture
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    images = np.full((2, 28, 28, 1), 255, np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (2, 28, 28, 1), np.uint8)
     # (the export was checked in a fresh interpreter as it was written; here, the
     # reloaded SavedModel against the reloaded .keras file)
     serve = tf.saved_model.load(metrics["export"]).signatures["serving_default"]
     served = {key: value.numpy() for key, value in serve(image=tf.constant(images)).items()}
     assert served["probabilities"].shape == (2, 10)
-    expected = keras.saving.load_model(run_dir / "model.keras")(images)
+    trained = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    expected = trained(images)
+    if techniques:  # the mean over each image and its mirror image: mirroring changes nothing
+        expected = (expected + trained(images[:, :, ::-1])) / 2
+        mirrored = serve(image=tf.constant(images[:, :, ::-1]))["probabilities"].numpy()
+        np.testing.assert_allclose(served["probabilities"], mirrored, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(served["probabilities"], expected, atol=1e-2)
+
+
+def test_tta_averages_each_image_and_its_mirror_image_with_the_same_weights():
+    keras.utils.set_random_seed(0)
+    model = cnn.build_model((28, 28, 1), 10, filters=(4,), dense_units=8)
+    model.layers[-2].set_weights([w * 50 for w in model.layers[-2].get_weights()])  # confident
+    images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), np.uint8)
+    plain, mirrored = model(images), model(images[:, :, ::-1])
+    assert np.abs(plain - mirrored).max() > 0.05  # the mirror image changes the answer
+    tta = cnn.with_tta(model)
+    np.testing.assert_allclose(tta(images), (plain + mirrored) / 2, rtol=1e-6, atol=1e-7)
+    assert len(tta.weights) == len(model.weights)  # shared, not copied
+    reloaded = keras.Model.from_config(tta.get_config())  # HorizontalFlip is registered
+    assert [type(layer).__name__ for layer in reloaded.layers] == [
+        type(layer).__name__ for layer in tta.layers]
+
+
+def test_crop_shifts_whole_pixels_in_training_only_and_flip_mirrors():
+    """`crop` moves an image by whole pixels, at most 2, zeros coming in (no
+    interpolated values); `flip` mirrors it; both are the identity at inference."""
+    image = np.zeros((1, 28, 28, 1), np.uint8)
+    image[0, 10:14, 9:13, 0] = [[11, 22, 33, 44]] * 4  # one 4x4 patch, columns differ
+    for augmentations in (("crop",), ("flip",)):
+        inputs = keras.Input((28, 28, 1), dtype="uint8")
+        model = keras.Model(inputs, cnn.augment(keras.layers.Rescaling(1.0)(inputs),
+                                                augmentations))
+        np.testing.assert_array_equal(model(image, training=False), image)
+        seen = set()
+        for seed in range(8):
+            keras.utils.set_random_seed(seed)
+            out = np.asarray(model(image, training=True))[0, :, :, 0]
+            if augmentations == ("flip",):
+                assert (np.array_equal(out, image[0, :, :, 0])
+                        or np.array_equal(out, image[0, :, ::-1, 0]))
+                seen.add(out.tobytes())
+                continue
+            rows, cols = np.nonzero(out)
+            assert set(np.unique(out)) <= {0, 11, 22, 33, 44}  # whole pixels
+            assert len(rows) == 16 and abs(rows.min() - 10) <= 2 and abs(cols.min() - 9) <= 2
+            np.testing.assert_array_equal(out[rows.min():rows.min() + 4, cols.min():cols.min() + 4],
+                                          image[0, 10:14, 9:13, 0])
+            seen.add((rows.min(), cols.min()))
+        assert len(seen) > 1, f"{augmentations} never changed the image in 8 draws"
 
 
 def test_augmentation_acts_in_training_only_for_every_architecture():

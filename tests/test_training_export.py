@@ -62,6 +62,9 @@ def test_start_run_saves_config_and_resume_needs_a_run(tmp_path):
     ("train_percent", 0, "train_percent must be between 1 and 100"),
     ("train_percent", 101, "train_percent must be between 1 and 100"),
     ("schedule", "step", "schedule must be one of"),
+    ("label_smoothing", 1.0, "label_smoothing must be in"),
+    ("label_smoothing", -0.1, "label_smoothing must be in"),
+    ("ema", 1.0, "ema must be in"),
 ])
 def test_bad_training_config(field, value, message):
     with pytest.raises(config.ConfigError, match=message):
@@ -268,3 +271,71 @@ def test_a_number_taken_meanwhile_is_skipped_not_overwritten(tmp_path, monkeypat
                         lambda model_dir: next(stale, None) or real_next_version(model_dir))
     assert _export(_tiny_model(), str(tmp_path)) == str(tmp_path / "tiny" / "2")
     assert (taken / "saved_model.pb").read_text() == "another exporter's"
+
+
+def test_label_smoothing_is_keras_categorical_smoothing_on_integer_labels():
+    """The loss equals Keras's categorical cross-entropy with smoothing on one-hot
+    labels, labels of shape (n,) or (n, 1) alike; 0 keeps the recipe's own loss;
+    a config round trip keeps the smoothing."""
+    rng = np.random.default_rng(0)
+    probabilities = keras.ops.softmax(5 * rng.normal(size=(8, 5)).astype("float32"))
+    labels = rng.integers(0, 5, 8)
+    loss = training.loss("sparse_categorical_crossentropy", 0.2)
+    want = keras.losses.CategoricalCrossentropy(label_smoothing=0.2)(
+        keras.ops.one_hot(labels, 5), probabilities)
+    for shape in ((8,), (8, 1)):
+        np.testing.assert_allclose(loss(labels.reshape(shape), probabilities), want, rtol=1e-6)
+    plain = keras.losses.SparseCategoricalCrossentropy()(labels, probabilities)
+    assert abs(float(want) - float(plain)) > 0.01  # the smoothing changes the loss
+    clone = type(loss).from_config(loss.get_config())
+    assert clone.label_smoothing == 0.2
+    assert training.loss("sparse_categorical_crossentropy", 0.0) == "sparse_categorical_crossentropy"
+    with pytest.raises(config.ConfigError, match="--label-smoothing applies to classifiers"):
+        training.loss("mse", 0.1)
+
+
+def _ema_model(train):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    model.compile(training.optimizer(train), "sparse_categorical_crossentropy")
+    return model
+
+
+def test_ema_trains_raw_weights_and_ends_with_their_average_also_after_a_resume(tmp_path):
+    """With --ema the trained model holds the moving average of the raw weights the
+    optimizer stepped through (the first step's weights, then m * average + (1 - m)
+    * weights after each step), and a run crashed after an epoch and resumed ends
+    with the same weights as the uninterrupted run."""
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    train = config.TrainConfig(epochs=3, patience=10, learning_rate=0.05, ema=0.8)
+
+    class RawWeights(keras.callbacks.Callback):  # what the optimizer stepped to
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append([w.numpy().astype("float64") for w in self.model.trainable_weights])
+
+    steps = []
+    whole = _ema_model(train)
+    training.fit_and_evaluate(whole, ds, ds, ds, train, str(tmp_path / "whole"), 64,
+                              extra_callbacks=[RawWeights()])
+    assert len(steps) == 3 * 4
+    average = steps[0]
+    for weights in steps[1:]:
+        average = [0.8 * a + 0.2 * w for a, w in zip(average, weights)]
+    for got, want in zip(whole.trainable_weights, average):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(whole.trainable_weights[0].numpy(), steps[-1][0])
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.fit_and_evaluate(_ema_model(train), ds, ds, ds, train, str(tmp_path / "run"),
+                                  64, extra_callbacks=[Crash()])
+    resumed = _ema_model(train)
+    training.fit_and_evaluate(resumed, ds, ds, ds, train, str(tmp_path / "run"), 64)
+    assert training.weights_digest(resumed) == training.weights_digest(whole)

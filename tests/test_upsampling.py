@@ -55,6 +55,7 @@ def test_untrained_transposed_decoder_shows_the_artifact():
     (["--decoder", "pixel_shuffle"], "decoder must be one of"),
     (["--filters", "8,8,8"], "divisible by 8"),
     (["--dataset", "rt_snippets"], "needs uint8 images"),
+    (["--label-smoothing", "0.1"], "--label-smoothing applies to classifiers"),
 ])
 def test_bad_input_refused_before_training(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
