@@ -3,7 +3,7 @@
     python -m benchmarks.cnn_techniques                 # 4 rungs x 3 seeds, about 70 minutes
     python -m benchmarks.cnn_techniques --limit 512 --epochs 1 --seeds 42   # a smoke test
 
-A ladder, each rung adding one technique to the one before, every rung at the
+A ladder, each rung adding one technique to the last rung kept, every rung at the
 5-minute budget and seeds 42, 43 and 44. The budget is epochs, so that a
 busy machine changes the seconds and not what trained: `BUDGET_EPOCHS`, the
 whole epochs that fit 300 s at the default's 43 s an epoch measured on this
@@ -76,9 +76,17 @@ def one_run(flags, seed, args):
             "test_accuracy": result["test_accuracy"], "epochs": result["epochs"],
             "train_seconds": clock.seconds[-1],
             "seconds_per_epoch": clock.seconds[-1] / max(1, len(clock.seconds)),
-            "run_dir": result["run_dir"], "model": dataclasses.asdict(model_config),
+            "run_dir": result["run_dir"], "flags": flags, "model": dataclasses.asdict(model_config),
             "train": {"label_smoothing": train.label_smoothing, "ema": train.ema,
                       "epochs": train.epochs, "seed": seed}}
+
+
+def last_kept(results, rung):
+    """The last rung before `rung` that the rule keeps (None before the first)."""
+    before = [name for name, _ in RUNGS[:[n for n, _ in RUNGS].index(rung)]]
+    kept = [name for name, ok, _ in verdicts({k: v for k, v in results.items() if k in before})
+            if ok and name in before]
+    return kept[-1] if kept else None
 
 
 def summary(values):
@@ -121,7 +129,7 @@ def report(results, settings):
         "# Speedrun techniques on the CNN, Fashion-MNIST (#38)",
         "",
         f"`python -m benchmarks.cnn_techniques` ({settings}). Each rung adds one technique "
-        "to the one above; validation accuracy (6,000 images held out of the training "
+        "to the last rung kept (its flags are in the JSON); validation accuracy (6,000 images held out of the training "
         "split) after the run restored its best epoch, mean ± standard error over seeds. "
         "TTA: the same models, averaging each image and its mirror image. Seconds: "
         "training only.",
@@ -163,12 +171,13 @@ def main(argv=None):
     if os.path.isfile(path):  # resume: keep what was measured
         with open(path) as f:
             results = json.load(f)["results"]
-    flags = []
     settings = (f"seeds {','.join(map(str, args.seeds))}"
                 + (f", limit {args.limit}" if args.limit else "")
                 + f", {args.epochs} epochs")
+    flags_of = {}
     for name, extra in RUNGS[:args.rungs]:
-        flags = [*flags, *extra]
+        flags = [*flags_of.get(last_kept(results, name), []), *extra]
+        flags_of[name] = flags
         for seed in args.seeds:
             if str(seed) in results.get(name, {}):
                 continue

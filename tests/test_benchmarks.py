@@ -155,6 +155,9 @@ def test_cnn_techniques_keeps_a_rung_only_by_its_fixed_rule():
         (names[0], True), (names[1], True), (names[2], False), (names[3], False),
         (f"{names[1]}, with test-time flips", False)]
     assert f"over {names[1]}" in verdicts[3][2]  # judged against the last kept rung
+    # and built on it: the rung after one not kept starts from the one before
+    assert [ct.last_kept(results, name) for name in names] == [None, names[0], names[1],
+                                                               names[1]]
     results[names[1]] = runs([0.935, 0.936, 0.934], tta=0.003)
     assert ct.verdicts(results)[-1][1]
     noisy = {names[0]: runs([0.930, 0.931, 0.929]), names[1]: runs([0.925, 0.935, 0.945])}
