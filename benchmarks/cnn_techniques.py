@@ -111,7 +111,7 @@ def verdicts(results):
         gain = np.mean(accuracy) - np.mean(kept[1])
         se = math.sqrt(summary(accuracy)[1] ** 2 + summary(kept[1])[1] ** 2)
         slower = seconds / kept[2]
-        ok = gain >= MIN_GAIN and gain > se and slower <= MAX_SLOWDOWN
+        ok = bool(gain >= MIN_GAIN and gain > se and slower <= MAX_SLOWDOWN)
         lines.append((name, ok, f"{gain * 100:+.2f} points (standard error {se * 100:.2f}) "
                       f"over {kept[0]}, {slower:.2f}x the seconds per epoch"))
         if ok:
@@ -119,7 +119,7 @@ def verdicts(results):
     if kept is not None:
         runs = results[kept[0]].values()
         gain = np.mean([r["val_accuracy_tta"] - r["val_accuracy"] for r in runs])
-        lines.append((f"{kept[0]}, with test-time flips", gain >= MIN_GAIN,
+        lines.append((f"{kept[0]}, with test-time flips", bool(gain >= MIN_GAIN),
                       f"{gain * 100:+.2f} points on validation"))
     return lines
 
