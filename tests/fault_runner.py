@@ -84,15 +84,22 @@ def arm(name, nth):
 
 def main(argv=None):
     p = argparse.ArgumentParser(
-        prog="python -m tests.fault_runner", usage="%(prog)s POINT N -m MODULE [ARGS...]",
+        prog="python -m tests.fault_runner",
+        usage="%(prog)s POINT N -m MODULE [ARGS...]  |  %(prog)s --serve",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("point", choices=sorted(points()), help="where to kill the process")
-    p.add_argument("nth", type=int, help="kill on the Nth time the point is reached")
-    p.add_argument("-m", dest="module", required=True, help="the module to run; the "
-                   "arguments after it are the module's own")
+    p.add_argument("point", nargs="?", choices=sorted(points()), help="where to kill the process")
+    p.add_argument("nth", nargs="?", type=int, help="kill on the Nth time the point is reached")
+    p.add_argument("-m", dest="module", help="the module to run; the arguments after it are "
+                   "the module's own")
+    p.add_argument("--serve", action="store_true",
+                   help="be the fork server (`Forks`): one forked run a request line")
     argv = sys.argv[1:] if argv is None else list(argv)
     cut = argv.index("-m") + 2 if "-m" in argv else len(argv)
     args = p.parse_args(argv[:cut])
+    if args.serve:
+        return serve()
+    if args.point is None or args.nth is None or args.module is None:
+        p.error("POINT, N and -m MODULE are required (or --serve alone)")
     arm(args.point, args.nth)
     sys.argv = [args.module, *argv[cut:]]
     runpy.run_module(args.module, run_name="__main__", alter_sys=True)
@@ -173,7 +180,4 @@ class Forks:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--serve"]:
-        serve()
-    else:
-        main()
+    main()
