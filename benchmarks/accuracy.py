@@ -51,11 +51,14 @@ PLACES = ("runs_dir", "export_dir", "export", "export_format", "run_dir")
 DERIVED = ("precision_resolved", "replicas", "global_batch_size")
 #: Fields added after runs were recorded, with the value every run had
 #: before they existed (the RNN's cell activation was always tanh, the CNN had
-#: no L2 penalty; every run trained on one device, unclipped).
+#: no L2 penalty; every run trained on one device, unclipped, unsmoothed, without
+#: a moving average of its weights or test-time flips).
 LATER_FIELDS = {"activation": "tanh", "l2": 0.0, "architecture": "plain", "augment": False,
-                "standardize": "strip_punctuation"}
+                "standardize": "strip_punctuation", "augmentations": ["flip", "shift"],
+                "tta": False}
 LATER_TRAIN_FIELDS = {"strategy": "default", "cpu_replicas": 0, "clipnorm": 0.0,
-                      "train_percent": 100, "schedule": "constant", "steps_per_epoch": 0}
+                      "train_percent": 100, "schedule": "constant", "steps_per_epoch": 0,
+                      "label_smoothing": 0.0, "ema": 0.0}
 
 
 def resolved_config(recipe, command, seed):

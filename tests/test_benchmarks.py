@@ -32,6 +32,18 @@ def test_only_runs_of_the_default_command_are_reported(tmp_path):
     assert accuracy.newest_run(str(tmp_path), "cnn", "python -m recipes.cnn", 42) is None
 
 
+def test_a_cnn_run_recorded_before_the_speedrun_flags_still_counts():
+    model, train = accuracy.resolved_config("cnn", "python -m recipes.cnn", 42)
+    saved = json.loads(json.dumps({"model": model, "train": train}))
+    for section, keys in (("model", ("augmentations", "tta")),
+                          ("train", ("label_smoothing", "ema"))):
+        for key in keys:
+            del saved[section][key]
+    assert accuracy.same_config(saved, model, train)
+    saved["train"]["ema"] = 0.999  # a run that did use one is another configuration
+    assert not accuracy.same_config(saved, model, train)
+
+
 def test_resolved_config_is_what_the_command_runs():
     model, train = accuracy.resolved_config("cnn", "python -m recipes.cnn --epochs 5", 7)
     assert train["epochs"] == 5 and train["seed"] == 7 and model["activation"] == "relu"
