@@ -129,8 +129,9 @@ def report(results, settings):
         "# Speedrun techniques on the CNN, Fashion-MNIST (#38)",
         "",
         f"`python -m benchmarks.cnn_techniques` ({settings}). Each rung adds one technique "
-        "to the last rung kept (its flags are in the JSON); validation accuracy (6,000 images held out of the training "
-        "split) after the run restored its best epoch, mean ± standard error over seeds. "
+        "to the last rung kept (its flags are in the JSON); validation accuracy (6,000 "
+        "images held out of the training split) after the run restored its best epoch, "
+        "mean ± standard error over seeds. "
         "TTA: the same models, averaging each image and its mirror image. Seconds: "
         "training only.",
         "",

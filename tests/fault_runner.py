@@ -85,7 +85,7 @@ def arm(name, nth):
 def main(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m tests.fault_runner",
-        usage="%(prog)s POINT N -m MODULE [ARGS...]  |  %(prog)s --serve",
+        usage="%(prog)s [POINT N] -m MODULE [ARGS...]  |  %(prog)s --serve",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("point", nargs="?", choices=sorted(points()), help="where to kill the process")
     p.add_argument("nth", nargs="?", type=int, help="kill on the Nth time the point is reached")
@@ -98,19 +98,12 @@ def main(argv=None):
     args = p.parse_args(argv[:cut])
     if args.serve:
         return serve()
-    if args.point is None or args.nth is None or args.module is None:
-        p.error("POINT, N and -m MODULE are required (or --serve alone)")
-    arm(args.point, args.nth)
+    if args.module is None or (args.point is None) != (args.nth is None):
+        p.error("POINT N -m MODULE, or -m MODULE alone (no kill), or --serve alone")
+    if args.point is not None:
+        arm(args.point, args.nth)
     sys.argv = [args.module, *argv[cut:]]
     runpy.run_module(args.module, run_name="__main__", alter_sys=True)
-
-
-def run(argv):
-    """`-m MODULE [ARGS...]` as `python -m` runs it, or `POINT N -m MODULE ...` as `main`."""
-    if argv[0] != "-m":
-        return main(argv)
-    sys.argv = [argv[1], *argv[2:]]
-    runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
 
 
 #: What the fork server imports before its first fork.
@@ -119,7 +112,7 @@ PRELOADED = ("tensorflow", "keras", "recipes.cnn", "core.export", "core.recipe")
 
 def serve():
     """Answer each request line, `{"argv": [...], "out": PATH, "err": PATH}`, with
-    the exit code of a forked child that ran `run(argv)` (negative: killed by
+    the exit code of a forked child that ran `main(argv)` (negative: killed by
     that signal)."""
     for name in PRELOADED:
         importlib.import_module(name)
@@ -132,7 +125,7 @@ def serve():
                 os.dup2(err.fileno(), 2)
             code = 0
             try:
-                run(request["argv"])
+                main(request["argv"])
             except SystemExit as exit:  # as the interpreter maps sys.exit's argument
                 code = exit.code if isinstance(exit.code, int) else exit.code is not None
                 if exit.code is not None and not isinstance(exit.code, int):
