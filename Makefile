@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: run test test-fast test-backends venv system-deps data clean-venv
+.PHONY: run test test-fast test-backends venv system-deps data corpus clean-venv
 
 # The main job: the CNN recipe on a shorter budget than its benchmark.
 run: data
@@ -17,11 +17,11 @@ run: data
 # Both cores (pytest-xdist; tests sharing an expensive fixture stay on one
 # worker); the datasets are prepared first, so that two workers never prepare
 # one at the same time. --durations shows where the time goes.
-test: data
+test: data corpus
 	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 tests
 
 # The edit loop: everything but the end-to-end runs marked slow.
-test-fast: data
+test-fast: data corpus
 	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow" tests
 
 # The layers and the recipes' networks on JAX and PyTorch (docs/layers.md).
@@ -68,6 +68,10 @@ system-deps:
 
 data: venv system-deps
 	$(PY) -m core.data
+
+# The unlabeled pretraining corpus (docs/data.md): about 30 s, once.
+corpus: data
+	$(PY) -m core.corpus
 
 clean-venv:
 	rm -rf $(VENV) $(BACKENDS:%=.venv-%)
