@@ -132,6 +132,10 @@ class PretrainRecipe(recipe.Recipe):
         if train.dataset != corpus.NAME:
             raise ConfigError(f"pretrain_text reads {corpus.NAME} (docs/data.md), not "
                               f"{train.dataset!r}")
+        if export.parse_formats(train.export_format) != ("saved_model",):
+            raise ConfigError("pretrain_text exports an encoder (encoder.keras and "
+                              "vocabulary.txt) to fine-tune, not a model to serve: "
+                              "--export-format does not apply")
         return wordpiece.vocabulary(model_config.vocabulary_size)
 
     def data(self, vocabulary, model_config, train):

@@ -92,7 +92,8 @@ def test_pretraining_exports_an_encoder_that_reloads_in_safe_mode(tmp_path, monk
 def test_pretraining_refuses_another_dataset_and_bad_settings(tmp_path, capsys):
     for argv, message in [(["--dataset", "rt_snippets"], "pretrain_text reads pretraining_text"),
                           (["--embedding-dim", "30"], "must be a multiple of num_heads"),
-                          (["--sequence-length", "2"], "sequence_length")]:
+                          (["--sequence-length", "2"], "sequence_length"),
+                          (["--export-format", "onnx"], "--export-format does not apply")]:
         with pytest.raises(SystemExit) as exit_info:
             pretrain_text.main([*argv, "--runs-dir", str(tmp_path / "runs")])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
