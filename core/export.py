@@ -234,16 +234,12 @@ def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=No
         raise ExportError(f"{name}: no portable model was given for {', '.join(others)}")
     if others:
         portable = portable()
-    model_dir = os.path.join(root, name)
-    with storage.writing(model_dir):
-        os.makedirs(model_dir, exist_ok=True)
     origin = {**ORIGIN.get(), "formats": list(formats)} if ORIGIN.get() else None
-    final = published(model_dir, origin)
-    if final:
+    final, new = publish(os.path.join(root, name), origin, lambda staged, scratch: _write_version(
+        staged, scratch, model, inputs, serve, formats, portable, extra))
+    if not new:
         print(f"[{name}] {final} is this run's export already (published before the run was "
               "stopped); checking it instead of publishing another", flush=True)
-    else:
-        final = _publish(model, model_dir, inputs, serve, formats, portable, extra, origin)
     if sample is not None:
         verify_export(final, serve, sample, predictions, formats, portable, extra)
     checked = " (verified in a fresh interpreter)" if sample is not None else ""
@@ -282,8 +278,34 @@ def published(model_dir, origin):
     return None
 
 
-def _publish(model, model_dir, inputs, serve, formats, portable, extra, origin):
-    """Write the version in a hidden folder and rename it onto the next number."""
+def publish(model_dir, origin, write):
+    """(path, True) of a new version of `model_dir`, or (path, False) of the one this
+    run published already (tagged with `origin`; see `from_run`).
+
+    `write(staged, scratch)` fills the hidden folder `staged` (`scratch` is a
+    temporary folder beside it); the folder is tagged with `origin` and renamed
+    onto the next number whole. An OSError becomes a `storage.WriteError` that
+    says nothing was published.
+    """
+    with storage.writing(model_dir):
+        os.makedirs(model_dir, exist_ok=True)
+    final = published(model_dir, origin)
+    if final:
+        return final, False
+    intact = "nothing was published, and the versions already there are intact"
+    with storage.writing(model_dir, intact), tempfile.TemporaryDirectory(
+            prefix=".incomplete-", dir=model_dir) as tmp:
+        staged = os.path.join(tmp, "model")
+        write(staged, tmp)
+        if origin:  # TF Serving's place for files beside the SavedModel
+            os.makedirs(os.path.join(staged, os.path.dirname(ORIGIN_FILE)), exist_ok=True)
+            with open(os.path.join(staged, ORIGIN_FILE), "w") as f:
+                json.dump(origin, f)
+        return rename_onto_next_version(staged, model_dir), True
+
+
+def _write_version(staged, scratch, model, inputs, serve, formats, portable, extra):
+    """The SavedModel (and the ONNX and LiteRT files asked for) in `staged`."""
     specs = [tf.TensorSpec(spec.shape, spec.dtype, name=key) for key, spec in inputs.items()]
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -291,24 +313,15 @@ def _publish(model, model_dir, inputs, serve, formats, portable, extra, origin):
     for signature, (more_inputs, more_serve, _) in (extra or {}).items():
         archive.add_endpoint(signature, more_serve, input_signature=[
             tf.TensorSpec(spec.shape, spec.dtype, name=key) for key, spec in more_inputs.items()])
-    intact = "nothing was published, and the versions already there are intact"
-    with storage.writing(model_dir, intact), tempfile.TemporaryDirectory(
-            prefix=".incomplete-", dir=model_dir) as tmp:
-        staged = os.path.join(tmp, "model")
-        archive.write_out(staged, verbose=False)
-        if formats[1:]:
-            for filename, lines in portable.files.items():
-                with open(os.path.join(staged, filename), "w", encoding="utf-8") as f:
-                    f.writelines(f"{line}\n" for line in lines)
-        if "onnx" in formats:
-            write_onnx(portable, os.path.join(staged, FILES["onnx"]))
-        if "litert" in formats:
-            write_litert(portable, os.path.join(staged, FILES["litert"]), tmp)
-        if origin:  # TF Serving's place for files beside the SavedModel
-            os.makedirs(os.path.join(staged, "assets.extra"))
-            with open(os.path.join(staged, ORIGIN_FILE), "w") as f:
-                json.dump(origin, f)
-        return rename_onto_next_version(staged, model_dir)
+    archive.write_out(staged, verbose=False)
+    if formats[1:]:
+        for filename, lines in portable.files.items():
+            with open(os.path.join(staged, filename), "w", encoding="utf-8") as f:
+                f.writelines(f"{line}\n" for line in lines)
+    if "onnx" in formats:
+        write_onnx(portable, os.path.join(staged, FILES["onnx"]))
+    if "litert" in formats:
+        write_litert(portable, os.path.join(staged, FILES["litert"]), scratch)
 
 
 def rename_onto_next_version(staged, model_dir):

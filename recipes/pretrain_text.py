@@ -24,14 +24,13 @@ What it shows:
 
 import dataclasses
 import os
-import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from core import corpus, data, export, recipe, storage, wordpiece
+from core import corpus, data, export, recipe, wordpiece
 from core.config import ConfigError, at_least, field, fraction
 from layers.transformer import TokenAndPositionEmbedding, TransformerEncoder
 
@@ -155,9 +154,8 @@ class PretrainRecipe(recipe.Recipe):
             return data.pipeline(texts, train.batch_size, limit=train.limit,
                                  map_batch=examples, cache=False).cache()
 
-        train_ds = split("train")
-        return recipe.Data(train_ds, split("validation"), split("test"),
-                           data.count(corpus.load("train").take(train.limit or -1)),
+        return recipe.Data(split("train"), split("validation"), split("test"),
+                           min(data.count(corpus.load("train")), train.limit or float("inf")),
                            {"vocabulary_size": len(vocabulary)}, tokenizer)
 
     def build(self, vocabulary, splits, model_config):
@@ -182,25 +180,16 @@ def export_encoder(encoder, tokenizer, root):
     """Publish `encoder.keras` and `vocabulary.txt` as the next version of
     `<root>/pretrain_text/`, once the staged copy reloads in Keras's safe mode and
     answers as `encoder` does; returns the version's path."""
-    model_dir = os.path.join(root, "pretrain_text")
-    with storage.writing(model_dir):
-        os.makedirs(model_dir, exist_ok=True)
-    origin = export.ORIGIN.get()
-    final = export.published(model_dir, origin)
-    if final:
-        print(f"[pretrain_text] {final} is this run's export already", flush=True)
-        return final
-    intact = "nothing was published, and the versions already there are intact"
-    with storage.writing(model_dir, intact), tempfile.TemporaryDirectory(
-            prefix=".incomplete-", dir=model_dir) as tmp:
-        staged = os.path.join(tmp, "encoder")
-        os.makedirs(os.path.join(staged, os.path.dirname(export.ORIGIN_FILE)))
+    def write(staged, scratch):
+        os.makedirs(staged)
         encoder.save(os.path.join(staged, ENCODER_FILE))
         wordpiece.write_vocabulary(os.path.join(staged, VOCABULARY_FILE), tokenizer.vocabulary)
         check_encoder(staged, encoder, tokenizer)
-        if origin:
-            storage.write_json(os.path.join(staged, export.ORIGIN_FILE), origin)
-        final = export.rename_onto_next_version(staged, model_dir)
+
+    final, new = export.publish(os.path.join(root, "pretrain_text"), export.ORIGIN.get(), write)
+    if not new:
+        print(f"[pretrain_text] {final} is this run's export already", flush=True)
+        return final
     print(f"[pretrain_text] exported {final}: {ENCODER_FILE}, {VOCABULARY_FILE} "
           "(reloaded in safe mode and checked)", flush=True)
     return final
