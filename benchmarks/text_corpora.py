@@ -38,6 +38,10 @@ RECIPES = [
     ("Transformer", "python -m recipes.transformer_text"),
     ("CNN (Kim 2014)", "python -m recipes.cnn_text"),
     ("Bag of n-grams", "python -m recipes.ngram_text"),
+    # #37: the encoder `python -m recipes.pretrain_text` exported, fine-tuned; and the
+    # same architecture, vocabulary and budget from random weights (the control).
+    ("Pretrained transformer", "python -m recipes.finetune_text"),
+    ("WordPiece transformer from scratch", "python -m recipes.finetune_text --init scratch"),
     # The practitioner's baseline, a reference row: deterministic, so one fit per
     # corpus (at its first seed); benchmarks/linear_reference.py says how.
     (REFERENCE := "tf-idf + logistic regression (scikit-learn)",
@@ -122,7 +126,8 @@ def main(argv=None):
                                  limit=args.limit)
             runs[k] = {name: result[name] for name in (
                 "test_accuracy", "train_seconds", "epochs", "parameters")}
-            runs[k]["sequence_length"] = result.get("sequence_length")
+            runs[k].update({name: result[name] for name in ("sequence_length", "encoder")
+                            if name in result})
             print(f"[{NAME}] {k}: {runs[k]}", flush=True)
             _write(path, runs, table(runs, list(CORPORA)))
     lines = table(runs, list(CORPORA))

@@ -24,6 +24,7 @@ masking, Liu et al., 2019).
 
 import os
 
+import keras
 import tensorflow as tf
 
 from core import corpus, storage
@@ -98,6 +99,47 @@ class Tokenizer:
         """Ids `(batch, sequence_length)`, padded with [PAD]."""
         return self.ragged(texts, sequence_length).to_tensor(
             PAD, shape=[None, sequence_length])
+
+
+class Vectorizer(keras.layers.Layer):
+    """Strings `(batch,)` -> WordPiece ids `(batch, sequence_length)`: a `Tokenizer`
+    as a layer, so it sits in front of a model in a serving graph as
+    `TextVectorization` does (TensorFlow only: its ops come from TensorFlow
+    Text). Like `TextVectorization` it answers `get_vocabulary()` and
+    `vocabulary_size()`. Not saved in `.keras` files: a run keeps its
+    vocabulary as `vocabulary.txt`."""
+
+    def __init__(self, tokenizer, sequence_length, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self.tokenizer, self.sequence_length = tokenizer, sequence_length
+        self._convert_input_args = False  # strings, as TextVectorization takes them
+        self._allow_non_tensor_positional_args = True
+
+    @property
+    def compute_dtype(self):
+        return "string"
+
+    @property
+    def variable_dtype(self):
+        return "string"
+
+    def build(self, input_shape=None):
+        pass
+
+    def call(self, texts):
+        return self.tokenizer(texts, self.sequence_length)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.sequence_length)
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype="int64")
+
+    def get_vocabulary(self):
+        return list(self.tokenizer.vocabulary)
+
+    def vocabulary_size(self):
+        return len(self.tokenizer.vocabulary)
 
 
 def masked(ids, vocabulary_size, predictions, sequence_length):

@@ -103,6 +103,23 @@ def build_encoder(vocabulary_size, sequence_length, embedding_dim, num_heads, in
     return keras.Model(ids, x, name="encoder")
 
 
+def encoder_copy(encoder, sequence_length, weights=True):
+    """A new encoder of `encoder`'s layers for ids of `sequence_length` (at most
+    its own: the positions it learned), in the current precision policy, with
+    `encoder`'s weights or, if not `weights`, freshly initialized ones."""
+    ids = keras.Input((sequence_length,), dtype="int64", name="token_ids")
+    x, pairs = ids, []
+    for layer in encoder.layers[1:]:
+        options = {k: v for k, v in layer.get_config().items() if k != "dtype"}
+        copy = type(layer).from_config(options)
+        x = copy(x)
+        pairs.append((layer, copy))
+    if weights:
+        for layer, copy in pairs:
+            copy.set_weights(layer.get_weights())
+    return keras.Model(ids, x, name="encoder")
+
+
 def build_model(**hparams):
     """Masked token ids and the masked positions -> a distribution over the
     vocabulary at each position. `hparams` are `ModelConfig`'s fields."""

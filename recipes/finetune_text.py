@@ -1,0 +1,150 @@
+"""Fine-tune a pretrained text encoder on labelled texts, serving raw strings.
+
+What it shows:
+- The second half of BERT's recipe: the encoder `python -m
+  recipes.pretrain_text` exported (`encoder.keras`, loaded in Keras's safe
+  mode, and its `vocabulary.txt`), with an average over the real tokens and a
+  softmax head on top, trained end to end on any labelled corpus: a TFDS name,
+  a folder of class folders of .txt files, or a .csv/.tsv/.jsonl table.
+- `--init scratch` trains the same architecture, vocabulary and budget from
+  random weights: the control that says what pretraining bought.
+- Texts become WordPiece ids inside the tf.data pipeline, and inside the
+  exported graph (`core.wordpiece.Vectorizer`), so the SavedModel takes raw
+  strings like the other text recipes' (core/text.py). Its tokenizer ops come
+  from TensorFlow Text: a server loads it with `import tensorflow_text`.
+
+    python -m recipes.pretrain_text                     # once: the encoder (50 min)
+    python -m recipes.finetune_text                     # rt_snippets, newest encoder
+    python -m recipes.finetune_text --dataset reuters_r8
+    python -m recipes.finetune_text --pretrained saved_models/pretrain_text/1 --init scratch
+"""
+
+import dataclasses
+import os
+from typing import NamedTuple
+
+import keras
+import numpy as np
+
+from core import data, recipe, text, wordpiece
+from core.config import ConfigError, field, fraction
+from layers.transformer import MaskedAveragePooling1D
+from recipes import pretrain_text
+
+INITS = ("pretrained", "scratch")
+
+#: The text recipes' budget in steps (core/text.py) with BERT's fine-tuning batch
+#: of 32 and a peak learning rate of 1e-3; chosen on rt_snippets' validation
+#: split (docs/recipes.md).
+TRAIN_DEFAULTS = dict(batch_size=32, learning_rate=1e-3)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """`build_model`'s keyword arguments: every default and its help."""
+
+    pretrained: str = field(
+        "saved_models/pretrain_text", "an encoder exported by recipes.pretrain_text: its "
+        "version folder, or the folder of versions (the newest is used)")
+    init: str = field(
+        "pretrained", f"one of {INITS}: the encoder's weights, or random ones (the control: "
+        "same architecture, vocabulary and budget)")
+    sequence_length: int = field(
+        0, f"WordPiece tokens per text with [CLS] and [SEP], padded or cut (0 = from the "
+        f"data: the {text.LENGTH_PERCENTILE}th percentile of the training texts, at most the "
+        "encoder's)")
+    head_dropout: float = field(0.1, "dropout before the classification head")
+
+    def validate(self):
+        if self.init not in INITS:
+            raise ConfigError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.sequence_length < 0:
+            raise ConfigError(f"sequence_length must be >= 3, or 0 for the data's own, got "
+                              f"{self.sequence_length}")
+        fraction(self, "head_dropout")
+
+
+def encoder_version(path):
+    """`path` itself if it holds an encoder, else its newest numbered version."""
+    if not os.path.isdir(path):
+        raise ConfigError(f"{path}: no such folder; run `python -m recipes.pretrain_text` "
+                          "first, or give --pretrained the folder it exported")
+    versions = [name for name in os.listdir(path) if name.isdigit()]
+    if os.path.exists(os.path.join(path, pretrain_text.ENCODER_FILE)) or not versions:
+        return path
+    return os.path.join(path, max(versions, key=int))
+
+
+def build_model(encoder, num_classes, sequence_length, **hparams):
+    """Token ids `(batch, sequence_length)` -> class probabilities, through a copy of
+    `encoder` (a loaded pretrained one) with the encoder's weights, or fresh ones
+    for `init="scratch"`. `hparams` are `ModelConfig`'s fields."""
+    c = ModelConfig(sequence_length=sequence_length, **hparams)
+    body = pretrain_text.encoder_copy(encoder, sequence_length, weights=c.init == "pretrained")
+    ids = keras.Input((sequence_length,), dtype="int64", name="token_ids")
+    x = MaskedAveragePooling1D()(body(ids))
+    x = keras.layers.Dropout(c.head_dropout)(x)
+    x = keras.layers.Dense(num_classes)(x)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(ids, outputs, name="finetune_text")
+
+
+class Facts(NamedTuple):
+    """What `FinetuneRecipe.facts` found."""
+
+    class_names: list
+    encoder: keras.Model  # as loaded, in safe mode
+    tokenizer: wordpiece.Tokenizer  # its vocabulary
+    path: str  # the version folder it came from
+
+
+class FinetuneRecipe(recipe.Recipe):
+    name = "finetune_text"
+    doc = __doc__
+    Config = ModelConfig
+    train_defaults = {**text.TRAIN_DEFAULTS, **TRAIN_DEFAULTS}
+    presets = {"default": {"doc": "the defaults above"}}
+
+    def facts(self, model_config, train):
+        model_config.validate()
+        path = encoder_version(model_config.pretrained)
+        encoder, tokenizer = pretrain_text.load_encoder(path)
+        longest = encoder.input_shape[1]
+        if model_config.sequence_length > longest or 0 < model_config.sequence_length < 3:
+            raise ConfigError(f"sequence_length must be between 3 and the encoder's "
+                              f"{longest}, got {model_config.sequence_length}")
+        print(f"[{self.name}] encoder {path} ({model_config.init} weights)", flush=True)
+        return Facts(text.dataset_facts(train), encoder, tokenizer, path)
+
+    def data(self, facts, model_config, train):
+        length = model_config.sequence_length or self.length_from_data(facts, train)
+        vectorizer = wordpiece.Vectorizer(facts.tokenizer, length, name="vectorizer")
+        train_ds, val_ds, test_ds, n_train = data.splits(
+            train, map_batch=lambda texts, labels: (facts.tokenizer(texts, length), labels))
+        return recipe.Data(train_ds, val_ds, test_ds, n_train,
+                           {"sequence_length": length}, vectorizer)
+
+    @staticmethod
+    def length_from_data(facts, train):
+        longest = facts.encoder.input_shape[1]
+        texts = data.training_examples(train).map(lambda t, label: t).batch(1024)
+        lengths = np.concatenate([facts.tokenizer.ragged(batch, longest).row_lengths().numpy()
+                                  for batch in texts])
+        return min(text.length_from_data(lengths), longest)
+
+    def build(self, facts, splits, model_config):
+        return build_model(facts.encoder, len(facts.class_names), **{
+            **dataclasses.asdict(model_config), **splits.resolved})
+
+    def measure(self, model, facts, model_config):
+        return {"encoder": facts.path}
+
+    def export(self, model, facts, splits, train):
+        return text.export_text_model(self.name, model, splits.extra, facts.class_names, train)
+
+
+RECIPE = FinetuneRecipe()
+run, parse, main = RECIPE.run, RECIPE.parse, RECIPE.main
+
+if __name__ == "__main__":
+    main()
