@@ -47,6 +47,7 @@ table of sources; docs/data.md has the numbers.
 import argparse
 import bz2
 import csv
+import functools
 import gzip
 import hashlib
 import io
@@ -321,6 +322,55 @@ def split_of(text):
     hash of its text, the same on every machine), else 'train'."""
     bucket = int(hashlib.sha256(text.encode("utf-8")).hexdigest(), 16) % 100
     return SPLITS[1 + bucket // HELD_OUT_PERCENT] if bucket < 2 * HELD_OUT_PERCENT else "train"
+
+
+# --- a user's own text --------------------------------------------------------
+
+
+def own_documents(path):
+    """Each `.txt` file under the folder `path` (any layout: class and split folders
+    are read as plain folders), or the one `.txt` file `path`, as a document:
+    a list of its paragraphs (separated by blank lines)."""
+    path = os.path.expanduser(path)
+    if os.path.isfile(path):
+        if not path.endswith(".txt"):
+            raise data.DatasetError(f"{path}: unlabeled text must be a .txt file or a folder "
+                                    "of them")
+        names = [path]
+    elif os.path.isdir(path):
+        names = [os.path.join(folder, f) for folder, _, files in sorted(os.walk(path))
+                 for f in sorted(files) if f.endswith(".txt") and not f.startswith(".")]
+        if not names:
+            raise data.DatasetError(f"{path}: no .txt file in it")
+    else:
+        raise data.DatasetError(f"{path}: no such file or folder")
+    for name in names:
+        try:
+            with open(name, encoding="utf-8") as f:
+                text = f.read()
+        except UnicodeDecodeError as err:
+            raise data.DatasetError(f"{name}: not UTF-8 ({err.reason} at byte {err.start}); "
+                                    "save it as UTF-8") from None
+        units = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
+        if units:
+            yield units
+
+
+@functools.lru_cache(maxsize=4)
+def own(path):
+    """({split: [piece]}, statistics) of a user's unlabeled text, prepared as
+    pretraining_text is (steps 1-3 and 5 of the module docstring; there is no
+    evaluation text to look for). Read once per process: do not change them."""
+    kept, stats = build({"own": (lambda: own_documents(path), path)}, Overlap([]))
+    splits = {split: [] for split in SPLITS}
+    for _, text in kept:
+        splits[split_of(text)].append(text)
+    if not all(splits.values()):
+        raise data.DatasetError(
+            f"{path}: {len(kept)} piece(s) of {MIN_PIECE_WORDS}-{PIECE_WORDS} words after "
+            f"removing duplicates; {HELD_OUT_PERCENT}% each are held out for validation and "
+            "test, so pretraining needs a few hundred at least (tens of thousands of words)")
+    return splits, stats["own"]
 
 
 # --- the TFDS dataset ------------------------------------------------------

@@ -70,6 +70,10 @@ class Recipe:
         """The functional model, uncompiled."""
         raise NotImplementedError
 
+    def own_record(self, train):
+        """What config.json records of a user's own data (None for a TFDS name)."""
+        return data.own_record(train)
+
     def served(self, model, model_config):
         """The model the test split reads and the export serves: `model` itself by
         default, or one built around it that shares its weights (test-time
@@ -118,7 +122,7 @@ class Recipe:
         facts = self.facts(model_config, train)
         loss = training.loss(self.loss, train.label_smoothing)  # refused before a run starts
         run_dir = runs.start_run(self.name, model_config, train, resume,
-                                 dataset=data.own_record(train))
+                                 dataset=self.own_record(train))
         splits = self.data(facts, model_config, train)
         model = self.build(facts, splits, model_config)
         model.compile(

@@ -22,10 +22,12 @@ every batch, so a text gets new masks each time it is read (dynamic
 masking, Liu et al., 2019).
 """
 
+import hashlib
 import os
 
 import keras
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from core import corpus, storage
 
@@ -48,16 +50,28 @@ def vocabulary_path(size, data_dir=None):
 def vocabulary(size, data_dir=None):
     """The WordPiece vocabulary of about `size` tokens (the learner may give a few
     fewer) learned from the pretraining corpus, `RESERVED` first."""
-    path = vocabulary_path(size, data_dir)
+    return _learned(size, vocabulary_path(size, data_dir),
+                    lambda: corpus.load("train", data_dir), corpus.NAME)
+
+
+def own_vocabulary(size, texts, name):
+    """The same, learned from `texts` (a user's own training pieces, from `name`),
+    and kept in TFDS's data directory under a digest of the texts."""
+    digest = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()[:16]
+    path = os.path.join(tfds.core.constants.DATA_DIR, "own_wordpiece", f"{digest}-{size}.txt")
+    return _learned(size, path, lambda: tf.data.Dataset.from_tensor_slices(texts), name)
+
+
+def _learned(size, path, texts, name):
     if not os.path.exists(path):
         from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
 
-        print(f"[wordpiece] learning a {size:,}-token vocabulary from {corpus.NAME} "
-              "(about 5 minutes here, once)", flush=True)
+        print(f"[wordpiece] learning a {size:,}-token vocabulary from {name} (about 5 "
+              f"minutes for {corpus.NAME}'s 8.3 million words, once)", flush=True)
         learned = bert_vocab_from_dataset.bert_vocab_from_dataset(
-            corpus.load("train", data_dir).batch(1000).prefetch(2), vocab_size=size,
-            reserved_tokens=RESERVED, bert_tokenizer_params={"lower_case": True},
-            learn_params={})
+            texts().batch(1000).prefetch(2), vocab_size=size, reserved_tokens=RESERVED,
+            bert_tokenizer_params={"lower_case": True}, learn_params={})
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         write_vocabulary(path, learned)
     return read_vocabulary(path)
 

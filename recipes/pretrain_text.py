@@ -18,19 +18,26 @@ What it shows:
   `saved_models/pretrain_text/<version>/`, reloaded in Keras's safe mode and
   checked before the version is published.
 
+- Your own unlabeled text: `--dataset` a .txt file or a folder of them (any
+  layout; each file a document, blank lines between its paragraphs), cut,
+  deduplicated and split as pretraining_text is, with a vocabulary learned
+  from it (kept in TFDS's data directory under a digest of the text).
+
     python -m recipes.pretrain_text
     python -m recipes.pretrain_text --epochs 1 --steps-per-epoch 20 --limit 2048
+    python -m recipes.pretrain_text --dataset ./my_texts --vocabulary-size 4000
 """
 
 import dataclasses
 import os
+from typing import NamedTuple, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from core import corpus, data, export, recipe, wordpiece
+from core import corpus, data, export, files, recipe, wordpiece
 from core.config import ConfigError, at_least, field, fraction
 from layers.transformer import TokenAndPositionEmbedding, TransformerEncoder
 
@@ -135,6 +142,13 @@ def build_model(**hparams):
     return keras.Model({"token_ids": ids, "positions": positions}, outputs, name="pretrain_text")
 
 
+class Facts(NamedTuple):
+    """What `PretrainRecipe.facts` found."""
+
+    texts: Optional[dict]  # {split: [piece]} of a user's own text; None for pretraining_text
+    vocabulary: list
+
+
 class PretrainRecipe(recipe.Recipe):
     name = "pretrain_text"
     doc = __doc__
@@ -143,42 +157,66 @@ class PretrainRecipe(recipe.Recipe):
     presets = {"default": {"doc": "the defaults above"}}
 
     def facts(self, model_config, train):
-        """The WordPiece vocabulary (learned on the first run, about 5 minutes)."""
+        """The texts (None for pretraining_text, else a user's own, split) and the
+        WordPiece vocabulary (learned on the first run, about 5 minutes)."""
         model_config.validate()
-        if train.dataset != corpus.NAME:
-            raise ConfigError(f"pretrain_text reads {corpus.NAME} (docs/data.md), not "
-                              f"{train.dataset!r}")
         if export.parse_formats(train.export_format) != ("saved_model",):
             raise ConfigError("pretrain_text exports an encoder (encoder.keras and "
                               "vocabulary.txt) to fine-tune, not a model to serve: "
                               "--export-format does not apply")
-        return wordpiece.vocabulary(model_config.vocabulary_size)
+        if files.is_path(train.dataset):
+            texts, stats = corpus.own(train.dataset)
+            print(f"[{self.name}] {train.dataset}: {stats['documents']:,} documents, "
+                  f"{stats['duplicate_documents']:,} duplicate documents and "
+                  f"{stats['duplicate_pieces']:,} duplicate pieces dropped; {stats['words']:,} "
+                  f"words in pieces: " + ", ".join(f"{k} {len(v):,}" for k, v in texts.items()),
+                  flush=True)
+            return Facts(texts, wordpiece.own_vocabulary(
+                model_config.vocabulary_size, texts["train"], train.dataset))
+        if train.dataset != corpus.NAME:
+            raise ConfigError(f"pretrain_text reads {corpus.NAME} (docs/data.md) or your own "
+                              f"unlabeled text (a .txt file or a folder of them), not "
+                              f"{train.dataset!r}")
+        return Facts(None, wordpiece.vocabulary(model_config.vocabulary_size))
 
-    def data(self, vocabulary, model_config, train):
-        tokenizer = wordpiece.Tokenizer(vocabulary)
+    def own_record(self, train):
+        if not files.is_path(train.dataset):
+            return None
+        texts, stats = corpus.own(train.dataset)
+        return {"path": os.path.abspath(train.dataset), "kind": "unlabeled text",
+                "words": stats["words"], "counts": {k: len(v) for k, v in texts.items()}}
+
+    def data(self, facts, model_config, train):
+        tokenizer = wordpiece.Tokenizer(facts.vocabulary)
         c = model_config
 
         def examples(texts):
             return wordpiece.masked(tokenizer.ragged(texts, c.sequence_length),
-                                    len(vocabulary), c.predictions, c.sequence_length)
+                                    len(facts.vocabulary), c.predictions, c.sequence_length)
+
+        def texts(name):
+            if facts.texts is None:
+                return corpus.load(name)
+            return tf.data.Dataset.from_tensor_slices(tf.constant(facts.texts[name], tf.string))
 
         def split(name):
-            texts = corpus.load(name)
             if name == "train":  # new masks at every read
-                return data.pipeline(texts, train.batch_size, shuffle=True, seed=train.seed,
-                                     limit=train.limit, map_batch=examples)
+                return data.pipeline(texts(name), train.batch_size, shuffle=True,
+                                     seed=train.seed, limit=train.limit, map_batch=examples)
             # held out: masks drawn once, so every epoch is scored on the same ones
-            return data.pipeline(texts, train.batch_size, limit=train.limit,
+            return data.pipeline(texts(name), train.batch_size, limit=train.limit,
                                  map_batch=examples, cache=False).cache()
 
+        known = (len(facts.texts["train"]) if facts.texts is not None
+                 else data.count(corpus.load("train")))
         return recipe.Data(split("train"), split("validation"), split("test"),
-                           min(data.count(corpus.load("train")), train.limit or float("inf")),
-                           {"vocabulary_size": len(vocabulary)}, tokenizer)
+                           min(known, train.limit or float("inf")),
+                           {"vocabulary_size": len(facts.vocabulary)}, tokenizer)
 
-    def build(self, vocabulary, splits, model_config):
+    def build(self, facts, splits, model_config):
         return build_model(**{**dataclasses.asdict(model_config), **splits.resolved})
 
-    def export(self, model, vocabulary, splits, train):
+    def export(self, model, facts, splits, train):
         return export_encoder(model.get_layer("encoder"), splits.extra, train.export_dir)
 
     def report(self, metrics):

@@ -100,3 +100,99 @@ def test_pretraining_refuses_another_dataset_and_bad_settings(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
     with pytest.raises(Exception, match="no encoder.keras"):
         pretrain_text.load_encoder(str(tmp_path))
+
+
+# --- a user's own unlabeled text ------------------------------------------------------
+
+
+def _own_folder(root, documents):
+    """`documents` (lists of paragraphs) as .txt files, some in a nested folder."""
+    for i, paragraphs in enumerate(documents):
+        folder = root / ("nested" if i % 2 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i}.txt").write_text("\n\n".join(paragraphs), encoding="utf-8")
+    return root
+
+
+def _rt_documents(n, per_document=30):
+    from core import data
+
+    texts = [t.decode() for t, _ in data.load("rt_snippets", "train").take(
+        n * per_document).as_numpy_iterator()]
+    return [texts[i:i + per_document] for i in range(0, len(texts), per_document)]
+
+
+def test_own_text_is_cut_deduplicated_and_split_as_the_corpus_is(tmp_path):
+    documents = _rt_documents(40)
+    folder = _own_folder(tmp_path / "texts", documents + [documents[3]])  # one duplicate
+    (tmp_path / "texts" / "notes.md").write_text("not read")
+    corpus.own.cache_clear()
+    splits, stats = corpus.own(str(folder))
+    assert stats["documents"] == 41 and stats["duplicate_documents"] == 1
+    pieces = [p for texts in splits.values() for p in texts]
+    assert len(pieces) == len(set(pieces)) == stats["pieces"]
+    assert all(corpus.MIN_PIECE_WORDS <= len(p.split()) <= corpus.PIECE_WORDS for p in pieces)
+    assert all(corpus.split_of(p) == split for split, texts in splits.items() for p in texts)
+    words = sum(len(" ".join(d).split()) for d in documents)
+    assert stats["words"] + stats["short_pieces"] * corpus.MIN_PIECE_WORDS >= 0.95 * words
+    single = tmp_path / "book.txt"
+    single.write_text("\n\n".join(p for d in documents for p in d), encoding="utf-8")
+    assert corpus.own(str(single))[1]["documents"] == 1
+
+
+def test_own_text_that_cannot_be_used_is_refused_with_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "latin1").mkdir()
+    (tmp_path / "latin1" / "a.txt").write_bytes("café crème".encode("latin-1"))
+    (tmp_path / "small").mkdir()
+    (tmp_path / "small" / "a.txt").write_text("A few words of text, too few to pretrain on. " * 5)
+    (tmp_path / "table.csv").write_text("text\nhello\n")
+    for name, message in [("nope", "no such file or folder"), ("empty", "no .txt file in it"),
+                          ("latin1", "not UTF-8"), ("small", "needs a few hundred"),
+                          ("table.csv", "a .txt file or a folder of them")]:
+        corpus.own.cache_clear()
+        with pytest.raises(SystemExit) as exit_info:
+            pretrain_text.main(["--dataset", str(tmp_path / name), "--runs-dir",
+                                str(tmp_path / "runs")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and "Traceback" not in err, name
+    assert not (tmp_path / "runs").exists()
+
+
+def test_own_vocabulary_is_learned_once_and_kept_by_digest(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+    from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
+
+    monkeypatch.setattr(tfds.core.constants, "DATA_DIR", str(tmp_path))
+    texts = [" ".join(d) for d in _rt_documents(2, per_document=10)]
+    vocabulary = wordpiece.own_vocabulary(200, texts, "texts")
+    assert vocabulary[:len(wordpiece.RESERVED)] == wordpiece.RESERVED and len(vocabulary) > 50
+    (kept,) = (tmp_path / "own_wordpiece").iterdir()
+
+    def learn(*args, **kwargs):
+        raise AssertionError("learned again")
+
+    monkeypatch.setattr(bert_vocab_from_dataset, "bert_vocab_from_dataset", learn)
+    assert wordpiece.own_vocabulary(200, texts, "texts") == vocabulary
+    with pytest.raises(AssertionError, match="learned again"):  # other texts, another file
+        wordpiece.own_vocabulary(200, texts[:-1], "texts")
+    assert kept.name.endswith("-200.txt")
+
+
+@pytest.mark.slow
+def test_pretraining_on_own_text_records_it_and_exports_an_encoder(tmp_path, monkeypatch):
+    folder = _own_folder(tmp_path / "texts", _rt_documents(100))
+    corpus.own.cache_clear()
+    texts = corpus.own(str(folder))[0]["train"]
+    vocabulary = small_vocabulary(texts)
+    monkeypatch.setattr(wordpiece, "own_vocabulary", lambda size, t, name: vocabulary)
+    pretrain_text.main(["--dataset", str(folder), "--epochs", "1", "--steps-per-epoch", "2",
+                        "--batch-size", "8", "--embedding-dim", "16", "--num-heads", "2",
+                        "--intermediate-dim", "32", "--runs-dir", str(tmp_path / "runs"),
+                        "--export-dir", str(tmp_path / "models")])
+    (run_dir,) = (tmp_path / "runs" / "pretrain_text").iterdir()
+    record = json.loads((run_dir / "config.json").read_text())["dataset"]
+    assert record["kind"] == "unlabeled text" and record["counts"]["train"] == len(texts)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    encoder, tokenizer = pretrain_text.load_encoder(metrics["export"])
+    assert tokenizer.vocabulary == vocabulary
