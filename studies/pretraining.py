@@ -20,6 +20,8 @@ steps as the whole split.
 Measured: test accuracy (read once per model) against the share of training
 data, and the pretraining run's own curve (loss and masked-word accuracy on
 its held-out 1%, from the run directory the encoder records it came from).
+`--budgets` adds encoders pretrained for fewer steps, fine-tuned on the whole
+training split: the gain against pretraining budget.
 
     python -m studies.pretraining                       # about 70 minutes here
     python -m studies.pretraining --corpora rt_snippets --percents 10,100 --seeds 42
@@ -43,24 +45,37 @@ def key(corpus, percent, init, seed):
     return f"{corpus}|{percent}|{init}|{seed}"
 
 
+def arms(args):
+    """(init key, finetune_text flags, percents) of every arm: the encoder and its
+    from-scratch control at each percent, and each `--budgets` encoder at the largest."""
+    yield "pretrained", ["--pretrained", args.pretrained, "--init", "pretrained"], args.percents
+    yield "scratch", ["--pretrained", args.pretrained, "--init", "scratch"], args.percents
+    for path in args.budgets:
+        yield f"pretrained@{path}", ["--pretrained", path], [max(args.percents)]
+
+
 def study(args):
     for percent in args.percents:
         if not 0 < percent <= 100:
             raise studies.StudyError(f"a percent must be in (0, 100], got {percent}")
     partial = os.path.join(args.out, "pretraining.partial.json")
     runs = {}
-    if os.path.exists(partial):  # an interrupted study goes on where it stopped
-        with open(partial) as f:
-            runs = json.load(f)
+    # An interrupted study goes on where it stopped; an extended one (more --budgets)
+    # keeps the runs it already has.
+    for path in (os.path.join(args.out, "pretraining.json"), partial):
+        if os.path.exists(path):
+            with open(path) as f:
+                found = json.load(f)
+            runs.update(found.get("runs", {}) if path != partial else found)
     for seed in args.seeds:
         for corpus in args.corpora:
-            for percent in args.percents:
-                for init in INITS:
+            for init, flags, percents in arms(args):
+                for percent in percents:
                     k = key(corpus, percent, init, seed)
                     if k in runs:
                         continue
                     r = studies.text_recipe(
-                        "finetune_text", ["--init", init, "--dataset", corpus],
+                        "finetune_text", [*flags, "--dataset", corpus],
                         seed=seed, train_percent=percent, limit=args.limit)
                     runs[k] = {name: r[name] for name in (
                         "test_accuracy", "epochs", "train_seconds", "encoder")}
@@ -72,7 +87,8 @@ def study(args):
                         json.dump(runs, f, indent=2)
                     os.replace(partial + ".tmp", partial)
     report(args, runs)
-    os.remove(partial)
+    if os.path.exists(partial):
+        os.remove(partial)
 
 
 def accuracy(runs, args, corpus, percent, init):
@@ -80,26 +96,26 @@ def accuracy(runs, args, corpus, percent, init):
                             for s in args.seeds])
 
 
-def pretraining_curve(runs):
-    """The pretraining run's history and metrics (None if its run directory is gone)."""
-    encoder = next(iter(runs.values()))["encoder"]
+def pretraining_curve(encoder):
+    """The history, metrics and config of the run that pretrained `encoder` (a version
+    folder), or None if that run's directory is gone."""
     origin = os.path.join(encoder, "assets.extra", "origin.json")
     try:
         with open(origin) as f:
             run_dir = json.load(f)["run"]
-        with open(os.path.join(run_dir, "history.json")) as f:
-            history = json.load(f)
-        with open(os.path.join(run_dir, "metrics.json")) as f:
-            metrics = json.load(f)
+        found = {"run": run_dir}
+        for name in ("history", "metrics", "config"):
+            with open(os.path.join(run_dir, f"{name}.json")) as f:
+                found[name] = json.load(f)
     except (OSError, KeyError):
         return None
-    return {"run": run_dir, "history": history, "metrics": metrics}
+    return found
 
 
 def report(args, runs):
     plt = studies.pyplot()
     percents, corpora = args.percents, args.corpora
-    encoder = next(iter(runs.values()))["encoder"]
+    encoder = runs[key(corpora[0], percents[0], "pretrained", args.seeds[0])]["encoder"]
     lines = [
         f"# Pretrained against from scratch, by labelled data (seeds "
         f"{', '.join(map(str, args.seeds))})", "",
@@ -130,7 +146,7 @@ def report(args, runs):
         f"corpora: the gain at {small}% is not {100 * MARGIN:.0f} points above the gain at "
         f"{large}% (on {', '.join(more_on_less) or 'none'} it is).")
 
-    curve = pretraining_curve(runs)
+    curve = pretraining_curve(encoder)
     figures = 2 if curve else 1
     fig, axes = plt.subplots(1, len(corpora) + figures - 1, figsize=(5 * (len(corpora) + 1), 4))
     axes = np.atleast_1d(axes)
@@ -165,8 +181,54 @@ def report(args, runs):
                       f"{a:.3f}" for a in history["val_accuracy"]) + f"; test "
                   f"{metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.3f})."]
     fig.tight_layout()
-    studies.write(args, "pretraining", lines, {"pretraining": fig},
+    figures = {"pretraining": fig}
+    budgets = budget_lines(args, runs, encoder, curve) if args.budgets else None
+    if budgets:
+        lines += budgets[0]
+        figures["pretraining_budget"] = budgets[1]
+    studies.write(args, "pretraining", lines, figures,
                   {"runs": runs, "gains": gains, "pretraining_run": curve and curve["run"]})
+
+
+def budget_lines(args, runs, encoder, curve):
+    """The gain at the largest share against the pretraining budget: (lines, figure)."""
+    plt = studies.pyplot()
+    full = max(args.percents)
+    encoders = [("pretrained", encoder, curve)] + [
+        (f"pretrained@{path}", path, pretraining_curve(path)) for path in args.budgets]
+    if any(found is None for _, _, found in encoders):
+        return None
+    rows = sorted(encoders, key=lambda e: e[2]["metrics"]["epochs"]
+                  * e[2]["config"]["train"]["steps_per_epoch"])
+    lines = ["", "## Gain against pretraining budget", "",
+             f"Each encoder fine-tuned on {full}% of each corpus, seeds "
+             f"{', '.join(map(str, args.seeds))}; its pretraining as recorded by its run "
+             "(minutes of `fit`, per-epoch validation included).", "",
+             "| encoder | pretraining steps | minutes | masked-word test accuracy | " +
+             " | ".join(f"{c} (gain over scratch)" for c in args.corpora) + " |",
+             "|---|---:|---:|---:|" + "---:|" * len(args.corpora)]
+    steps, gains = [0], {c: [0.0] for c in args.corpora}
+    for init, path, found in rows:
+        m, config = found["metrics"], found["config"]["train"]
+        steps.append(m["epochs"] * config["steps_per_epoch"])
+        cells = []
+        for corpus in args.corpora:
+            mean, sd = accuracy(runs, args, corpus, full, init)
+            gain = mean - accuracy(runs, args, corpus, full, "scratch")[0]
+            gains[corpus].append(gain)
+            cells.append(f"{mean:.4f} ± {sd:.4f} ({100 * gain:+.1f})")
+        lines.append(f"| `{path}` | {steps[-1]:,} | {m['train_seconds'] / 60:.1f} | "
+                     f"{m['test_accuracy']:.4f} | " + " | ".join(cells) + " |")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for corpus in args.corpora:
+        ax.plot(steps, [100 * g for g in gains[corpus]], marker="o", label=corpus)
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set(xlabel="pretraining steps of 64 texts (0 = from scratch)",
+           ylabel=f"test accuracy gain at {full}%, points", title="gain against pretraining")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return lines, fig
 
 
 def main(argv=None):
@@ -179,6 +241,12 @@ def main(argv=None):
                    help="shares of the training split, comma-separated (default: 10,30,100)")
     p.add_argument("--seeds", type=ints, default=[42, 43, 44],
                    help="comma-separated (default: 42,43,44)")
+    p.add_argument("--pretrained", default="saved_models/pretrain_text",
+                   help="the encoder (finetune_text's --pretrained; default: the newest in "
+                   "%(default)s)")
+    p.add_argument("--budgets", type=lambda s: [v for v in s.split(",") if v], default=[],
+                   help="encoders pretrained on shorter budgets (version folders, "
+                   "comma-separated), each fine-tuned at the largest percent")
     p.add_argument("--limit", type=int, default=0,
                    help="at most this many texts per split (0 = all); for smoke tests")
     studies.run_cli(p, study, argv)

@@ -205,3 +205,61 @@ def test_clipnorm_reaches_the_recipes_optimizer():
     assert training.optimizer(config.TrainConfig()).clipnorm is None
     with pytest.raises(config.ConfigError, match="clipnorm must be >= 0"):
         config.validate(config.TrainConfig(clipnorm=-1))
+
+
+def test_pretraining_study_verdict_follows_its_numbers_and_an_extension_keeps_its_runs(
+        tmp_path, monkeypatch):
+    """The study's bookkeeping, with made-up fine-tuning results (finetune_text itself
+    is tested in test_finetune.py): the verdict and the gains are the ones the runs
+    give, and adding --budgets trains only the new encoder's runs."""
+    from studies import pretraining
+
+    def encoder(name, epochs, accuracy):  # a version folder and the run that made it
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        for file, content in [("history", {"val_loss": [5.0, 4.0], "val_accuracy": [0.1, 0.2]}),
+                              ("metrics", {"epochs": epochs, "train_seconds": 60.0 * epochs,
+                                           "test_accuracy": accuracy, "test_loss": 4.0}),
+                              ("config", {"train": {"steps_per_epoch": 500}})]:
+            (run / f"{file}.json").write_text(json.dumps(content))
+        version = tmp_path / "models" / name / "1"
+        (version / "assets.extra").mkdir(parents=True)
+        (version / "assets.extra" / "origin.json").write_text(json.dumps({"run": str(run)}))
+        return str(version)
+
+    long, short = encoder("long", 13, 0.22), encoder("short", 3, 0.12)
+    # pretraining gains 6 points at 10% and 1 at 100% on both corpora; the short encoder 0.5
+    accuracy = {("pretrained", 10): 0.76, ("scratch", 10): 0.70, ("pretrained", 100): 0.81,
+                ("scratch", 100): 0.80, (f"pretrained@{short}", 100): 0.805}
+    trained = []
+
+    def fine_tune(name, argv, seed, train_percent, limit):
+        flags = dict(zip(argv[::2], argv[1::2]))
+        init = (flags["--init"] if flags["--pretrained"] == long
+                else f"pretrained@{flags['--pretrained']}")
+        trained.append((init, flags["--dataset"], train_percent, seed))
+        return {"test_accuracy": accuracy[init, train_percent] + (seed - 42) * 0.001,
+                "epochs": 3, "train_seconds": 9.0, "encoder": flags["--pretrained"],
+                "history": {"val_accuracy": [0.5, 0.6]}}
+
+    monkeypatch.setattr(studies, "text_recipe", fine_tune)
+    argv = ["--pretrained", long, "--percents", "10,100", "--seeds", "42,43", "--out",
+            str(tmp_path / "out")]
+    pretraining.main(argv)
+    assert len(trained) == 2 * 2 * 2 * 2  # corpora x percents x (pretrained, scratch) x seeds
+    text, result = _written(str(tmp_path / "out"), "pretraining", ["pretraining"])
+    for corpus in ("rt_snippets", "reuters_r8"):
+        assert result["gains"][corpus]["10"] == pytest.approx(0.06)
+        assert result["gains"][corpus]["100"] == pytest.approx(0.01)
+        assert f"{corpus}, pretrained minus scratch: +6.0 points at 10%, +1.0 points at 100%" in text
+    assert "**Holds** on rt_snippets, reuters_r8" in text
+
+    trained.clear()
+    pretraining.main([*argv, "--budgets", short])
+    assert sorted(trained) == sorted((f"pretrained@{short}", c, 100, s)
+                                     for c in ("rt_snippets", "reuters_r8") for s in (42, 43))
+    text, _ = _written(str(tmp_path / "out"), "pretraining",
+                       ["pretraining", "pretraining_budget"])
+    assert f"| `{short}` | 1,500 | 3.0 | 0.1200 | 0.8055 ± 0.0007 (+0.5)" in text
+    assert f"| `{long}` | 6,500 | 13.0 | 0.2200 | 0.8105 ± 0.0007 (+1.0)" in text
+    assert not (tmp_path / "out" / "pretraining.partial.json").exists()
