@@ -235,13 +235,18 @@ def export_savedmodel(model, name, inputs, serve, root="saved_models", sample=No
     if others:
         portable = portable()
     origin = {**ORIGIN.get(), "formats": list(formats)} if ORIGIN.get() else None
-    final, new = publish(os.path.join(root, name), origin, lambda staged, scratch: _write_version(
-        staged, scratch, model, inputs, serve, formats, portable, extra))
+
+    def write(staged, scratch):  # checked before it is published: a failure publishes nothing
+        _write_version(staged, scratch, model, inputs, serve, formats, portable, extra)
+        if sample is not None:
+            verify_export(staged, serve, sample, predictions, formats, portable, extra)
+
+    final, new = publish(os.path.join(root, name), origin, write)
     if not new:
         print(f"[{name}] {final} is this run's export already (published before the run was "
               "stopped); checking it instead of publishing another", flush=True)
-    if sample is not None:
-        verify_export(final, serve, sample, predictions, formats, portable, extra)
+        if sample is not None:
+            verify_export(final, serve, sample, predictions, formats, portable, extra)
     checked = " (verified in a fresh interpreter)" if sample is not None else ""
     print(f"[{name}] exported {final}: {', '.join(formats)}{checked}", flush=True)
     return final

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from core import data, recipe, text, wordpiece
+from core import data, export, recipe, text, wordpiece
 from core.config import ConfigError, field, fraction
 from layers.transformer import MaskedAveragePooling1D
 from recipes import pretrain_text
@@ -107,6 +107,9 @@ class FinetuneRecipe(recipe.Recipe):
 
     def facts(self, model_config, train):
         model_config.validate()
+        if "onnx" in export.parse_formats(train.export_format):
+            raise ConfigError("finetune_text cannot export ONNX: tf2onnx has no Erfc, which the "
+                              "encoder's GELU uses; --export-format saved_model,litert works")
         path = encoder_version(model_config.pretrained)
         encoder, tokenizer = pretrain_text.load_encoder(path)
         longest = encoder.input_shape[1]

@@ -75,7 +75,8 @@ def test_the_newest_version_is_used_and_a_missing_encoder_is_refused(encoder_dir
                           (["--pretrained", str(tmp_path)], "no encoder.keras"),
                           (["--pretrained", path, "--init", "frozen"], "init must be one of"),
                           (["--pretrained", path, "--sequence-length", "33"], "encoder's 32"),
-                          (["--pretrained", path, "--dataset", "fashion_mnist"], "need a text dataset")]:
+                          (["--pretrained", path, "--dataset", "fashion_mnist"], "need a text dataset"),
+                          (["--pretrained", path, "--export-format", "saved_model,onnx"], "Erfc")]:
         with pytest.raises(SystemExit) as exit_info:
             finetune_text.main([*argv, "--runs-dir", str(tmp_path / "runs")])
         err = capsys.readouterr().err

@@ -259,6 +259,8 @@ def test_export_is_checked_against_the_trained_model(tmp_path):
         export.export_savedmodel(model, "tiny", {"x": tf.TensorSpec((None, 3), tf.float32)},
                                  _serve(model), root=str(tmp_path), sample=sample,
                                  predictions=wrong)
+    # checked before it is published: a failed export leaves no version, and no staging
+    assert sorted(os.listdir(tmp_path / "tiny")) == ["1"]
 
 
 def test_a_number_taken_meanwhile_is_skipped_not_overwritten(tmp_path, monkeypatch):
