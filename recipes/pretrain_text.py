@@ -17,7 +17,6 @@ What it shows:
   is the encoder, not a server: `encoder.keras` and `vocabulary.txt` in
   `saved_models/pretrain_text/<version>/`, reloaded in Keras's safe mode and
   checked before the version is published.
-
 - Your own unlabeled text: `--dataset` a .txt file or a folder of them (any
   layout; each file a document, blank lines between its paragraphs), cut,
   deduplicated and split as pretraining_text is, with a vocabulary learned
