@@ -69,10 +69,10 @@ def encoder_version(path):
     if not os.path.isdir(path):
         raise ConfigError(f"{path}: no such folder; run `python -m recipes.pretrain_text` "
                           "first, or give --pretrained the folder it exported")
-    versions = [name for name in os.listdir(path) if name.isdigit()]
-    if os.path.exists(os.path.join(path, pretrain_text.ENCODER_FILE)) or not versions:
+    newest = export.next_version(path) - 1  # 0: no numbered version in it
+    if os.path.exists(os.path.join(path, pretrain_text.ENCODER_FILE)) or not newest:
         return path
-    return os.path.join(path, max(versions, key=int))
+    return os.path.join(path, str(newest))
 
 
 def build_model(encoder, num_classes, sequence_length, **hparams):

@@ -99,7 +99,9 @@ def accuracy(runs, args, corpus, percent, init):
 def pretraining_curve(encoder):
     """The history, metrics and config of the run that pretrained `encoder` (a version
     folder), or None if that run's directory is gone."""
-    origin = os.path.join(encoder, "assets.extra", "origin.json")
+    from core import export
+
+    origin = os.path.join(encoder, export.ORIGIN_FILE)
     try:
         with open(origin) as f:
             run_dir = json.load(f)["run"]
