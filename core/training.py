@@ -28,6 +28,7 @@ import numpy as np
 
 from core import data, distribute, loop, storage
 from core.config import ConfigError
+from core.loop import build_state  # noqa: F401 (shared: tuning and the studies call it here)
 from core.runs import RunCheckpoint
 
 
@@ -254,6 +255,8 @@ def fit_and_evaluate(model, train_ds, val_ds, test_ds, train, run_dir, examples_
     extra = ({"strategy": strategy, "validation_steps": data.count(val_ds)} if fit is loop.fit
              else {"shuffle": False})  # the pipeline shuffles
     with distribute.replica_of(model, strategy) as trained:
+        if strategy is None:
+            build_state(trained, val_ds.element_spec)  # one trace of the step, not two
         fit(
             trained, stream, steps_per_epoch=steps, validation_data=val_ds,
             initial_epoch=initial_epoch,

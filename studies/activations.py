@@ -78,6 +78,7 @@ def one(depth, activation, seed, data, args):
     model = build(depth, activation, args.width)
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    training.build_state(model, (x, y))  # one trace of the step, not two
     at_init = kernel_gradient_norms(model, x_probe, y_probe)
     started = time.perf_counter()
     model.fit(x[:args.early_steps * 128], y[:args.early_steps * 128], batch_size=128,
@@ -190,7 +191,7 @@ def verdict(depths, activations, accuracy, ratio):
     if "swish" in activations and len(depths) > 1:
         rank = {d: sorted(activations, key=lambda a: -accuracy[f"{d}/{a}"][0]).index("swish") + 1
                 for d in depths}
-        out.append(f"- Swish for really deep networks: swish ranks "
+        out.append("- Swish for really deep networks: swish ranks "
                    + ", ".join(f"{rank[d]} of {len(activations)} at {d} layers" for d in depths)
                    + (". **Holds**: it moves up with depth." if rank[deepest] < rank[shallowest]
                       else ". **Does not hold here**: it does not move up with depth."))

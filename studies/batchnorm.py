@@ -56,6 +56,7 @@ def one(batch_norm, learning_rate, data, args):
                             batch_norm=batch_norm, batch_norm_momentum=0.9)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    training.build_state(model, (x, y))  # one trace of the step, not two
     timeline = Timeline()
     history = model.fit(x, y, batch_size=128, epochs=args.epochs,
                         validation_data=(x_val, y_val), callbacks=[timeline], verbose=0).history

@@ -173,6 +173,7 @@ def train_one(cell, task, vocabulary_size, epochs, seed, threshold=None):
         chrono_init(model, x.shape[1], np.random.default_rng(seed))
     model.compile(optimizer=keras.optimizers.Adam(1e-3, clipnorm=1.0),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    training.build_state(model, (x, y))  # one trace of the step, not two
     probe = x[:256], y[:256]
     review_end = task["review_tokens"] - 1  # the review's last word, in every example
     before = gradient_profile(model, *probe)

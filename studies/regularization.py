@@ -55,6 +55,7 @@ def one(name, seed, data, args):
                                                 **hparams})
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
+    training.build_state(model, (x, y))  # one trace of the step, not two
     callbacks = [keras.callbacks.EarlyStopping(patience=args.patience, restore_best_weights=True)
                  ] if name == "early stopping" else []
     history = model.fit(x, y, batch_size=128, epochs=args.epochs, validation_data=(x_val, y_val),

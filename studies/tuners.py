@@ -128,6 +128,7 @@ def retrain(values, seed, args):
     with training.released_graphs():
         model = recipe.build(hp)
         train_ds, _, test_ds, _ = recipe.data(recipe.space(hp))
+        training.build_state(model, test_ds.element_spec)  # one trace of the step, not two
         model.fit(train_ds, epochs=args.retrain_epochs, verbose=0)
         return float(model.evaluate(test_ds, return_dict=True, verbose=0)["accuracy"])
 

@@ -60,6 +60,7 @@ class RecipeHyperModel(kt.HyperModel):
         train_ds, val_ds, _, _ = self.recipe.data(self.recipe.space(hp))
         kwargs.pop("x", None)
         kwargs.pop("validation_data", None)
+        training.build_state(model, val_ds.element_spec)  # one trace of the step, not two
         return model.fit(train_ds, validation_data=val_ds, shuffle=False, *args, **kwargs)
 
 
