@@ -13,6 +13,8 @@ What it shows:
   two from layers/: maxout (the conv emits 2x the channels, Maxout keeps the
   max of each pair) and swish (trainable beta).
 - Pixel scaling inside the model, so a serving client sends raw uint8 images.
+- Batch norm on TensorFlow's fused kernel (core/batchnorm.py): Keras 3's own
+  layer made a training step twice as slow here.
 - The shared run sequence (core/recipe.py): seeds, run directory, callbacks,
   checkpoints, one read of the test split, a TF Serving export.
 
@@ -31,6 +33,7 @@ import inspect
 import keras
 
 from core import data, images, recipe
+from core.batchnorm import FusedBatchNormalization
 from core.config import ConfigError, at_least, field, fraction, one_of
 from layers.inception import InceptionModule
 from layers.maxout import Maxout
@@ -200,7 +203,7 @@ def plain(x, filters, convs_per_block, kernel_size, strides, padding, batch_norm
                 use_bias=not batch_norm, kernel_regularizer=penalty,
             )(x)
             if batch_norm:
-                x = keras.layers.BatchNormalization(momentum=batch_norm_momentum)(x)
+                x = FusedBatchNormalization(momentum=batch_norm_momentum)(x)
             x = activate(x, activation, block_filters)
         x = keras.layers.MaxPooling2D(2)(x)
         x = keras.layers.Dropout(dropout)(x)
@@ -237,7 +240,7 @@ def stem(x, filters, momentum):
     """3x3 convolution, batch norm, relu, then 2x2 max pooling: the full-resolution
     layer that the residual and Inception networks start with."""
     x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-    x = keras.layers.BatchNormalization(momentum=momentum)(x)
+    x = FusedBatchNormalization(momentum=momentum)(x)
     x = keras.layers.ReLU()(x)
     return keras.layers.MaxPooling2D(2)(x)
 
