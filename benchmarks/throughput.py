@@ -3,6 +3,7 @@
     python -m benchmarks.throughput              # about 30 minutes here (XLA is most of it)
     python -m benchmarks.throughput --model mnist_convnet     # about 7 minutes
     python -m benchmarks.throughput --epochs 2 --limit 8192   # quicker look
+    python -m benchmarks.throughput --compare-batchnorm       # about 8 minutes
 
 The same model (the CNN recipe's default) and batch size, trained back to back
 in one process:
@@ -31,6 +32,12 @@ Reported, each with its ratio to the baseline:
   0.5 point of the baseline's; read it as one run each (on 10,000 test
   images one accuracy has a standard error of about 0.3 points).
 
+`--compare-batchnorm` measures instead the recipe's model with Keras's
+BatchNormalization against the same model on TensorFlow's fused kernel
+(core/batchnorm.py, what the recipe trains with), each in float32 and
+mixed_bfloat16, all fed by the recipe's pipeline; the baseline is Keras's
+layer in float32.
+
 Fixed before it ran: the variants, the model, batch 128, the epochs and the
 interleaving; no setting here was changed after reading its results.
 """
@@ -46,6 +53,7 @@ import numpy as np
 
 from benchmarks import write_result
 from core import config, data
+from core.batchnorm import FusedBatchNormalization
 from recipes import cnn
 
 
@@ -70,6 +78,15 @@ def mnist_convnet():
     x = keras.layers.Dropout(0.5)(x)
     outputs = keras.layers.Dense(10, activation="softmax", dtype="float32")(x)
     return keras.Model(inputs, outputs)
+
+
+def keras_batchnorm(model):
+    """`model` rebuilt with Keras's own BatchNormalization where it has the fused one."""
+    def clone(layer):
+        if isinstance(layer, FusedBatchNormalization):
+            return keras.layers.BatchNormalization.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+    return keras.models.clone_model(model, clone_function=clone)
 
 
 def float_input(model):
@@ -166,31 +183,47 @@ def main(argv=None):
     parser.add_argument("--model", default="recipe", choices=("recipe", "mnist_convnet"),
                         help="the CNN recipe's default model, or keras-io's lighter "
                         "mnist_convnet (where feeding matters more)")
+    parser.add_argument("--compare-batchnorm", action="store_true",
+                        help="the recipe's model with Keras's BatchNormalization against "
+                        "the fused kernel, float32 and mixed_bfloat16")
     parser.add_argument("--name", default=None, help="results file name (default: "
-                        "throughput, or throughput_mnist_convnet)")
+                        "throughput, throughput_mnist_convnet or throughput_batchnorm)")
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be >= 2 (the first is warm-up)")
+    if args.compare_batchnorm and args.model != "recipe":
+        parser.error("--compare-batchnorm needs --model recipe (mnist_convnet has no batch norm)")
 
     hparams = dataclasses.asdict(cnn.ModelConfig())
     if args.model == "recipe":
         make_model = lambda: cnn.build_model((28, 28, 1), 10, **hparams)  # noqa: E731
     else:
         make_model, hparams = mnist_convnet, "keras-io mnist_convnet"
-    train_np, test_np = numpy_arrays("train", args.limit), numpy_arrays("test", 0)
     pipeline = lambda split, shuffle: data.pipeline(  # noqa: E731
         data.load("fashion_mnist", split), args.batch_size, shuffle=shuffle,
         limit=args.limit if split == "train" else 0)
     train_ds, test_ds = pipeline("train", True), pipeline("test", False)
 
-    variants = [Variant("numpy baseline (keras-io style)", lambda: float_input(make_model()),
-                        train_np, test_np, args.batch_size),
-                Variant("tf.data fp32", make_model, train_ds, test_ds, args.batch_size)]
-    if config.cpu_has_bf16() or args.force_bf16:
-        variants.append(Variant("tf.data mixed_bfloat16", make_model, train_ds, test_ds,
-                                args.batch_size, precision="mixed_bfloat16"))
-    variants.append(Variant("tf.data jit_compile", make_model, train_ds, test_ds,
-                            args.batch_size, jit_compile=True))
+    if args.compare_batchnorm:
+        precisions = ["float32"] + (["mixed_bfloat16"] if config.cpu_has_bf16()
+                                    or args.force_bf16 else [])
+        variants = [Variant(f"{precision}, {kind}", build, train_ds, test_ds, args.batch_size,
+                            precision=precision)
+                    for precision in precisions
+                    for kind, build in (("Keras's BatchNormalization",
+                                         lambda: keras_batchnorm(make_model())),
+                                        ("fused kernel", make_model))]
+    else:
+        train_np, test_np = numpy_arrays("train", args.limit), numpy_arrays("test", 0)
+        variants = [Variant("numpy baseline (keras-io style)",
+                            lambda: float_input(make_model()), train_np, test_np,
+                            args.batch_size),
+                    Variant("tf.data fp32", make_model, train_ds, test_ds, args.batch_size)]
+        if config.cpu_has_bf16() or args.force_bf16:
+            variants.append(Variant("tf.data mixed_bfloat16", make_model, train_ds, test_ds,
+                                    args.batch_size, precision="mixed_bfloat16"))
+        variants.append(Variant("tf.data jit_compile", make_model, train_ds, test_ds,
+                                args.batch_size, jit_compile=True))
     # Warm-up epoch (tracing, filling the cache), then the repeats interleaved
     # variant by variant, so a noisy neighbour slows every variant alike.
     warmups = [variant.epoch() for variant in variants]
@@ -215,7 +248,8 @@ def main(argv=None):
               f"{r['test_accuracy']:.4f} |" for r in rows]
     print("\n".join(table))
     command = "python -m benchmarks.throughput " + " ".join(argv or sys.argv[1:])
-    name = args.name or ("throughput" if args.model == "recipe" else "throughput_mnist_convnet")
+    name = args.name or ("throughput_batchnorm" if args.compare_batchnorm else "throughput"
+                         if args.model == "recipe" else "throughput_mnist_convnet")
     write_result(name, {"command": command.strip(), "model": hparams,
                              "batch_size": args.batch_size, "epochs": args.epochs,
                              "rows": rows, "table": table})

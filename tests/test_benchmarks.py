@@ -33,13 +33,17 @@ def test_only_runs_of_the_default_command_are_reported(tmp_path):
 
 
 def test_a_cnn_run_recorded_before_the_speedrun_flags_still_counts():
-    model, train = accuracy.resolved_config("cnn", "python -m recipes.cnn", 42)
+    # Those runs trained without label smoothing, which the default has now.
+    model, train = accuracy.resolved_config("cnn", "python -m recipes.cnn --label-smoothing 0",
+                                            42)
     saved = json.loads(json.dumps({"model": model, "train": train}))
     for section, keys in (("model", ("augmentations", "tta")),
                           ("train", ("label_smoothing", "ema"))):
         for key in keys:
             del saved[section][key]
     assert accuracy.same_config(saved, model, train)
+    assert not accuracy.same_config(saved, *accuracy.resolved_config(
+        "cnn", "python -m recipes.cnn", 42))
     saved["train"]["ema"] = 0.999  # a run that did use one is another configuration
     assert not accuracy.same_config(saved, model, train)
 
@@ -95,6 +99,28 @@ def test_throughput_reports_steady_state_of_the_repeats_only():
     # Steps happen inside the epoch: what is left over is never negative.
     assert len(row["seconds_outside_steps"]) == 2
     assert all(s >= 0 for s in row["seconds_outside_steps"])
+
+
+def test_throughput_compares_keras_batchnorm_on_the_same_model():
+    import keras
+    import numpy as np
+
+    from benchmarks.throughput import keras_batchnorm
+    from core.batchnorm import FusedBatchNormalization
+    from recipes import cnn
+
+    fused = cnn.build_model((28, 28, 1), 10)
+    plain = keras_batchnorm(fused)
+    kinds = lambda model: [type(layer) for layer in model.layers]  # noqa: E731
+    assert FusedBatchNormalization in kinds(fused)
+    assert FusedBatchNormalization not in kinds(plain)
+    assert (kinds(plain).count(keras.layers.BatchNormalization)
+            == kinds(fused).count(FusedBatchNormalization))
+    # Same layout and weights: the same function, only the kernel differs.
+    plain.set_weights(fused.get_weights())
+    x = np.random.RandomState(0).randint(0, 256, (4, 28, 28, 1)).astype("uint8")
+    np.testing.assert_allclose(plain.predict(x, verbose=0), fused.predict(x, verbose=0),
+                               atol=1e-5)
 
 
 def test_selection_keeps_the_default_only_when_validation_says_so(monkeypatch):

@@ -70,6 +70,16 @@ def test_every_preset_parses_validates_and_builds(module, preset):
     assert _build(module, **hparams).count_params() > 0
     for name, value in module.RECIPE.presets[preset].get("model", {}).items():
         assert getattr(model_config, name) == value
+    for name, value in module.RECIPE.presets[preset].get("train", {}).items():
+        assert getattr(train, name) == value
+
+
+def test_the_cnns_earlier_defaults_keep_training_as_they_did():
+    # A default that changes later must not leak into a pinned preset.
+    assert cnn.parse([])[3].label_smoothing > 0
+    for preset in ("previous", "before_38"):
+        assert cnn.parse(["--preset", preset])[3].label_smoothing == 0
+    assert cnn.parse(["--preset", "before_38"])[3].epochs == 16
 
 
 def test_a_flag_given_beats_the_preset_and_the_preset_beats_the_defaults():
