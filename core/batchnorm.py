@@ -4,8 +4,9 @@ Keras 3 normalizes with separate ops (moments, then `tf.nn.batch_normalization`,
 in float32 around bf16 activations); Keras 2 called TensorFlow's one fused
 kernel, `FusedBatchNormV3`, which oneDNN implements for bf16 and float32
 (keras-team/keras-core#225, "BatchNorm is slow", records the gap). Here the CNN
-recipe's training step ran 2x faster with the fused kernel (51 -> 25 ms a
-batch of 128, bf16; `docs/recipes.md` has the measurement).
+recipe's default trained 2.07x as fast with the fused kernel under bf16, 1.39x
+in float32 (`python -m benchmarks.throughput --compare-batchnorm`;
+docs/benchmarks.md, "Batch norm kernel").
 
 `FusedBatchNormalization` is Keras's layer with the same weights, config and
 formula,
