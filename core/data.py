@@ -586,11 +586,13 @@ _NO_AUTOTUNE.autotune.enabled = False
 CACHE_BYTES = 2 * 1024**3
 
 
-def pipeline(ds, batch_size, shuffle=False, seed=0, limit=0, map_batch=None, cache=True):
+def pipeline(ds, batch_size, shuffle=False, seed=0, limit=0, map_batch=None, cache=True,
+             whole_batches=False):
     """tf.data conventions: (limit), (cache), (shuffle), batch, (map_batch), prefetch.
 
     `map_batch(inputs, labels)` transforms whole batches (e.g. tokenization),
-    which keeps the dataset's cardinality known to Keras.
+    which keeps the dataset's cardinality known to Keras. `whole_batches`
+    drops a last batch shorter than `batch_size`.
     """
     if limit:
         ds = ds.take(limit)
@@ -598,7 +600,7 @@ def pipeline(ds, batch_size, shuffle=False, seed=0, limit=0, map_batch=None, cac
         ds = ds.cache()
     if shuffle:
         ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    ds = ds.batch(batch_size, drop_remainder=whole_batches)
     if map_batch is not None:
         ds = ds.map(map_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_NO_AUTOTUNE)
@@ -611,6 +613,13 @@ def splits(train, map_example=None, map_batch=None):
     batch (see `pipeline`). `train.limit` caps every split. Train and
     validation come in global batches (`--batch-size` per replica); test,
     which the trained plain model reads, in `--batch-size` ones.
+
+    Under several replicas, train and validation keep whole global batches
+    only: a strategy splits a short last batch so that some replica can get
+    none, and oneDNN's convolution answers an empty batch with the wrong
+    shape (channels of its input, not its filters), which crashes the step.
+    Training reshuffles every epoch, so no example is left out for good;
+    validation leaves out the last `len % global batch` examples.
     """
     def split(name):
         ds = load_split(train, name)
@@ -622,12 +631,22 @@ def splits(train, map_example=None, map_batch=None):
     # Under a strategy every replica gets batch_size examples a step.
     strategy = distribute.get(train.strategy, train.cpu_replicas)
     global_batch = train.batch_size * distribute.replicas(strategy)
+    whole = distribute.replicas(strategy) > 1
     n_train = count(train_split)
     cache = fits_in_memory(train, n_train)
+    if whole:
+        n_val = count(split("validation"))
+        n_val = min(n_val, train.limit) if train.limit else n_val
+        for name, n in (("training", n_train), ("validation", n_val)):
+            if n < global_batch:
+                raise DatasetError(
+                    f"{train.dataset}: {n} {name} examples, fewer than one global batch of "
+                    f"{global_batch} ({train.batch_size} for each of "
+                    f"{distribute.replicas(strategy)} replicas); use a smaller --batch-size")
     train_ds = pipeline(train_split, global_batch, shuffle=True, seed=train.seed,
-                        map_batch=map_batch, cache=cache)
+                        map_batch=map_batch, cache=cache, whole_batches=whole)
     val_ds = pipeline(split("validation"), global_batch, limit=train.limit,
-                      map_batch=map_batch, cache=cache)
+                      map_batch=map_batch, cache=cache, whole_batches=whole)
     test_ds = pipeline(split("test"), train.batch_size, limit=train.limit, map_batch=map_batch,
                        cache=cache)
     return train_ds, val_ds, test_ds, n_train
