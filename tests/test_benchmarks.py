@@ -202,6 +202,29 @@ def test_cnn_techniques_keeps_a_rung_only_by_its_fixed_rule():
     assert not ct.verdicts(noisy)[1][1]  # +0.5 point, but within the noise
 
 
+def test_cnn_short_takes_the_best_candidate_only_by_its_fixed_rule():
+    """make run takes the best candidate that beats the default by >= 0.1 point
+    and by more than a standard error, at most 2.5x its seconds an epoch."""
+    from benchmarks import cnn_short
+
+    def runs(accuracies, seconds=10.0):
+        return {str(seed): {"val_accuracy": a, "seconds_per_epoch": seconds}
+                for seed, a in zip((42, 43, 44), accuracies)}
+
+    names = [name for name, _ in cnn_short.CANDIDATES]
+    results = {names[0]: runs([0.920, 0.921, 0.919]),
+               names[1]: runs([0.9205, 0.9215, 0.9195]),  # +0.05 point: too little
+               names[2]: runs([0.924, 0.925, 0.923]),  # +0.4: eligible
+               names[3]: runs([0.930, 0.931, 0.929], seconds=26)}  # +1.0, but 2.6x
+    chosen, rows = cnn_short.verdict(results)
+    assert chosen == names[2]
+    assert [ok for *_, ok in rows] == [False, True, False]
+    results[names[3]] = runs([0.930, 0.931, 0.929], seconds=24)
+    assert cnn_short.verdict(results)[0] == names[3]  # the best of the eligible
+    noisy = {names[0]: results[names[0]], names[1]: runs([0.910, 0.925, 0.940])}
+    assert cnn_short.verdict(noisy)[0] == "default"  # +0.5 point, within the noise
+
+
 @pytest.mark.slow
 def test_time_to_accuracy_runs_all_three_and_writes_its_report(tmp_path, monkeypatch):
     import benchmarks
