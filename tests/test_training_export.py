@@ -202,6 +202,25 @@ def test_train_percent_draws_a_seeded_subset_of_train_only():
         data.count(ds.unbatch()) for ds in whole[1:3]]
 
 
+def test_several_replicas_get_whole_global_batches_and_too_little_data_is_refused(
+        monkeypatch):
+    # A short last batch split across replicas can leave one of them an empty
+    # batch, which oneDNN's convolution answers with the wrong shape
+    # (tests/test_distributed.py runs the real thing on two logical CPUs).
+    from core import distribute
+    monkeypatch.setattr(distribute, "replicas", lambda strategy: 2)
+    train, val, test, n = data.splits(
+        config.TrainConfig(dataset="fashion_mnist", limit=257, batch_size=32))
+    assert n == 257
+    assert [data.count(ds) for ds in (train, val)] == [4, 4]  # 257 // 64, the last one left out
+    assert {int(x.shape[0]) for x, _ in train} == {int(x.shape[0]) for x, _ in val} == {64}
+    assert data.count(test.unbatch()) == 257  # the test split, read outside the strategy, whole
+    with pytest.raises(data.DatasetError, match=(
+            "40 training examples, fewer than one global batch of 64 "
+            r"\(32 for each of 2 replicas\); use a smaller --batch-size")):
+        data.splits(config.TrainConfig(dataset="fashion_mnist", limit=40, batch_size=32))
+
+
 def test_epoch_clock_leaves_validation_out():
     import time
 
