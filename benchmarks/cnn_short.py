@@ -25,16 +25,13 @@ Writes benchmarks/results/cnn_short.json and .md; a stopped run resumes,
 skipping the runs already recorded.
 """
 
-import argparse
-import json
 import math
-import os
 import sys
 
 import numpy as np
 
-from benchmarks import RESULTS, write_result
-from benchmarks.cnn_techniques import one_run, summary
+from benchmarks import write_result
+from benchmarks.cnn_techniques import arguments, one_run, publish, recorded, summary
 
 EPOCHS = 5
 CANDIDATES = [
@@ -101,22 +98,9 @@ def report(results, settings):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.cnn_short", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", default="42,43,44",
-                   type=lambda s: [int(v) for v in s.split(",") if v])
-    p.add_argument("--limit", type=int, default=0, help="examples per split; smoke tests")
-    p.add_argument("--epochs", type=int, default=EPOCHS, help="default: %(default)s")
-    p.add_argument("--name", default="cnn_short", help="results file stem")
-    p.add_argument("--runs-dir", default="runs")
-    args = p.parse_args(argv)
-    path = os.path.join(RESULTS, f"{args.name}.json")
-    results = {}
-    if os.path.isfile(path):  # resume: keep what was measured
-        with open(path) as f:
-            results = json.load(f)["results"]
-    settings = (f"seeds {','.join(map(str, args.seeds))}"
-                + (f", limit {args.limit}" if args.limit else "") + f", {args.epochs} epochs")
+    args = arguments("python -m benchmarks.cnn_short", __doc__, "cnn_short", EPOCHS,
+                     "default: %(default)s").parse_args(argv)
+    results, settings = recorded(args)
     for seed in args.seeds:  # seed by seed, so that a stop leaves every candidate alike
         for name, flags in CANDIDATES:
             if str(seed) in results.get(name, {}):
@@ -124,10 +108,7 @@ def main(argv=None):
             print(f"\n[cnn_short] === {name}, seed {seed} ===", flush=True)
             results.setdefault(name, {})[str(seed)] = one_run(flags, seed, args)
             write_result(args.name, {"settings": settings, "results": results})
-    lines = report(results, settings)
-    with open(os.path.join(RESULTS, f"{args.name}.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish(args, report(results, settings))
     return results
 
 

@@ -159,27 +159,47 @@ def report(results, settings):
     return lines
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.cnn_techniques", description=__doc__,
+def arguments(prog, doc, name, epochs, epochs_help):
+    """The command line of the CNN benchmarks: seeds, limit, epochs, results name, runs."""
+    p = argparse.ArgumentParser(prog=prog, description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="42,43,44",
                    type=lambda s: [int(v) for v in s.split(",") if v])
-    p.add_argument("--rungs", type=int, default=len(RUNGS),
-                   help="run the first N rungs only")
     p.add_argument("--limit", type=int, default=0, help="examples per split; smoke tests")
-    p.add_argument("--epochs", type=int, default=BUDGET_EPOCHS,
-                   help="the budget (default: %(default)s, 5 minutes here)")
-    p.add_argument("--name", default="cnn_techniques", help="results file stem")
+    p.add_argument("--epochs", type=int, default=epochs, help=epochs_help)
+    p.add_argument("--name", default=name, help="results file stem")
     p.add_argument("--runs-dir", default="runs")
-    args = p.parse_args(argv)
+    return p
+
+
+def recorded(args):
+    """(the runs already in results/<name>.json, which a stopped benchmark resumes
+    from; the settings line)."""
     path = os.path.join(RESULTS, f"{args.name}.json")
     results = {}
-    if os.path.isfile(path):  # resume: keep what was measured
+    if os.path.isfile(path):
         with open(path) as f:
             results = json.load(f)["results"]
     settings = (f"seeds {','.join(map(str, args.seeds))}"
                 + (f", limit {args.limit}" if args.limit else "")
                 + f", {args.epochs} epochs")
+    return results, settings
+
+
+def publish(args, lines):
+    """Write results/<name>.md and print it."""
+    with open(os.path.join(RESULTS, f"{args.name}.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv=None):
+    p = arguments("python -m benchmarks.cnn_techniques", __doc__, "cnn_techniques",
+                  BUDGET_EPOCHS, "the budget (default: %(default)s, 5 minutes here)")
+    p.add_argument("--rungs", type=int, default=len(RUNGS),
+                   help="run the first N rungs only")
+    args = p.parse_args(argv)
+    results, settings = recorded(args)
     flags_of = {}
     for name, extra in RUNGS[:args.rungs]:
         flags = [*flags_of.get(last_kept(results, name), []), *extra]
@@ -190,10 +210,7 @@ def main(argv=None):
             print(f"\n[cnn_techniques] === {name}, seed {seed} ===", flush=True)
             results.setdefault(name, {})[str(seed)] = one_run(flags, seed, args)
             write_result(args.name, {"settings": settings, "results": results})
-    lines = report(results, settings)
-    with open(os.path.join(RESULTS, f"{args.name}.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish(args, report(results, settings))
     return results
 
 
