@@ -30,8 +30,7 @@ import sys
 
 import numpy as np
 
-from benchmarks import write_result
-from benchmarks.cnn_techniques import arguments, one_run, publish, recorded, summary
+from benchmarks.cnn_techniques import arguments, measure, publish, recorded, summary
 
 EPOCHS = 5
 CANDIDATES = [
@@ -103,11 +102,7 @@ def main(argv=None):
     results, settings = recorded(args)
     for seed in args.seeds:  # seed by seed, so that a stop leaves every candidate alike
         for name, flags in CANDIDATES:
-            if str(seed) in results.get(name, {}):
-                continue
-            print(f"\n[cnn_short] === {name}, seed {seed} ===", flush=True)
-            results.setdefault(name, {})[str(seed)] = one_run(flags, seed, args)
-            write_result(args.name, {"settings": settings, "results": results})
+            measure(results, name, flags, seed, args, settings)
     publish(args, report(results, settings))
     return results
 

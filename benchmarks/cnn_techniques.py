@@ -186,6 +186,15 @@ def recorded(args):
     return results, settings
 
 
+def measure(results, name, flags, seed, args, settings):
+    """Run `name` at `seed` unless recorded, and record it in results/<name>.json."""
+    if str(seed) in results.get(name, {}):
+        return
+    print(f"\n[{args.name}] === {name}, seed {seed} ===", flush=True)
+    results.setdefault(name, {})[str(seed)] = one_run(flags, seed, args)
+    write_result(args.name, {"settings": settings, "results": results})
+
+
 def publish(args, lines):
     """Write results/<name>.md and print it."""
     with open(os.path.join(RESULTS, f"{args.name}.md"), "w") as f:
@@ -205,11 +214,7 @@ def main(argv=None):
         flags = [*flags_of.get(last_kept(results, name), []), *extra]
         flags_of[name] = flags
         for seed in args.seeds:
-            if str(seed) in results.get(name, {}):
-                continue
-            print(f"\n[cnn_techniques] === {name}, seed {seed} ===", flush=True)
-            results.setdefault(name, {})[str(seed)] = one_run(flags, seed, args)
-            write_result(args.name, {"settings": settings, "results": results})
+            measure(results, name, flags, seed, args, settings)
     publish(args, report(results, settings))
     return results
 
