@@ -1,6 +1,6 @@
 """What `make run`'s 5 epochs should train: candidates against the default (#38).
 
-    python -m benchmarks.cnn_short                        # 4 candidates x 3 seeds, about 20 minutes
+    python -m benchmarks.cnn_short                        # 4 candidates x 3 seeds, about 27 minutes here
     python -m benchmarks.cnn_short --limit 512 --epochs 1 --seeds 42   # a smoke test
 
 `make run` trains `python -m recipes.cnn --epochs 5`, the recipe's default with

@@ -630,23 +630,25 @@ def splits(train, map_example=None, map_batch=None):
         train_split = train_split.map(map_example)
     # Under a strategy every replica gets batch_size examples a step.
     strategy = distribute.get(train.strategy, train.cpu_replicas)
-    global_batch = train.batch_size * distribute.replicas(strategy)
-    whole = distribute.replicas(strategy) > 1
+    replicas = distribute.replicas(strategy)
+    global_batch = train.batch_size * replicas
+    whole = replicas > 1
+
+    def refuse(what):
+        raise DatasetError(
+            f"{train.dataset}: {what} fewer than one global batch of {global_batch} "
+            f"({train.batch_size} for each of {replicas} replicas); use a smaller --batch-size")
+
     n_train = count(train_split)
+    if whole and n_train < global_batch:
+        refuse(f"{n_train} training examples,")
     cache = fits_in_memory(train, n_train)
-    if whole:
-        n_val = count(split("validation"))
-        n_val = min(n_val, train.limit) if train.limit else n_val
-        for name, n in (("training", n_train), ("validation", n_val)):
-            if n < global_batch:
-                raise DatasetError(
-                    f"{train.dataset}: {n} {name} examples, fewer than one global batch of "
-                    f"{global_batch} ({train.batch_size} for each of "
-                    f"{distribute.replicas(strategy)} replicas); use a smaller --batch-size")
     train_ds = pipeline(train_split, global_batch, shuffle=True, seed=train.seed,
                         map_batch=map_batch, cache=cache, whole_batches=whole)
     val_ds = pipeline(split("validation"), global_batch, limit=train.limit,
                       map_batch=map_batch, cache=cache, whole_batches=whole)
+    if whole and count(val_ds) == 0:  # no whole batch
+        refuse("the validation split holds")
     test_ds = pipeline(split("test"), train.batch_size, limit=train.limit, map_batch=map_batch,
                        cache=cache)
     return train_ds, val_ds, test_ds, n_train
