@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from core import config, distribute, storage
+from core.storage import new_run_dir
 from core.config import ConfigError
 
 #: Fields a resumed run may change: how long it trains and where it exports.
@@ -41,20 +42,6 @@ LOCATION = ("runs_dir", "run_dir")
 
 class CheckpointError(RuntimeError):
     """No checkpoint of a run can be used (each was reported with its reason)."""
-
-
-def new_run_dir(runs_dir, recipe):
-    """A fresh `runs_dir/recipe/<timestamp>[-n]/`; an existing one is never reused."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = os.path.join(runs_dir, recipe, stamp)
-    for n in range(1, 1000):
-        path = base if n == 1 else f"{base}-{n}"
-        try:
-            os.makedirs(path)
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a new run directory under {base}")
 
 
 def start_run(recipe, model_config, train, resume=None, dataset=None):

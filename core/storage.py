@@ -5,11 +5,15 @@
   permission while writing `path` becomes one `WriteError` that names the
   path and says what is still intact (the previous checkpoint, the published
   versions), instead of a traceback from deep inside h5py or TensorFlow.
+- `new_run_dir`: a fresh run directory, never an existing one reused
+  (here, not in `core.runs`, so that `recipes.launch` makes one without
+  importing TensorFlow).
 - `digest` / `manifest` / `check_manifest`: SHA-256 of a folder's files, so
   that a truncated or altered file is found before it is loaded.
 """
 
 import contextlib
+import datetime
 import hashlib
 import json
 import os
@@ -22,6 +26,20 @@ class WriteError(OSError):
 
     def __str__(self):
         return self.strerror
+
+
+def new_run_dir(runs_dir, recipe):
+    """A fresh `runs_dir/recipe/<timestamp>[-n]/`; an existing one is never reused."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(runs_dir, recipe, stamp)
+    for n in range(1, 1000):
+        path = base if n == 1 else f"{base}-{n}"
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new run directory under {base}")
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -211,6 +212,28 @@ def test_launcher_refuses_bad_arguments(capsys, argv, message):
         launch.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_launcher_starts_without_tensorflow():
+    """Its workers import TensorFlow; the launcher itself starts in a blink."""
+    code = ("import sys, recipes.launch, core.storage; "
+            "print([m for m in ('tensorflow', 'keras') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace():
+    """As a MultiWorkerMirroredStrategy worker does: TensorFlow takes SIGTERM as a
+    preemption notice and goes on."""
+    worker = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                               "signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); "
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    worker.stdout.readline()  # its handler is set
+    start = time.monotonic()
+    launch.stop([(worker, None)])
+    assert worker.returncode == -signal.SIGKILL
+    assert time.monotonic() - start < launch.STOP_GRACE_SECONDS + 2
 
 
 @pytest.mark.parametrize("flags, message", [
