@@ -30,6 +30,7 @@ import traceback
 def points():
     """{name: (owner, attribute, "before" or "after" the call, which calls count)}."""
     import keras
+    import keras_tuner
 
     from core import export, runs, storage
 
@@ -54,6 +55,8 @@ def points():
         "export-staged": (type(keras.export.ExportArchive()), "write_out", "after", every),
         # a version published, not yet checked in a fresh interpreter
         "export-published": (export, "verify_export", "before", every),
+        # a search's trial has trained and validated an epoch (any trial's)
+        "trial-epoch-end": (keras_tuner.Tuner, "on_epoch_end", "after", every),
         # exported and checked; metrics.json, the run's last file, not written
         "metrics": (storage, "write_json", "before",
                     lambda path, value: path.endswith("metrics.json")),

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import tensorflow as tf
 import pytest
@@ -14,6 +13,7 @@ import pytest
 import keras_tuner as kt
 
 from core import config
+from tests import fault_runner
 from tuning import search, spaces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -187,29 +187,19 @@ def test_grid_walks_every_point_of_its_discrete_space_once(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_mid_trial_then_resume_loses_and_repeats_nothing(tmp_path):
+    """SIGKILL after the first of trial 1's two epochs (the third epoch the search
+    trains), then the same command again: trial 0 is kept, trial 1 runs again
+    with the same values, trial 2 follows, and each is logged once."""
     path = str(tmp_path / "search")
-    argv = [sys.executable, "-m", "tuning", "upsampling", "--max-trials", "3", "--epochs", "3",
-            "--limit", "2048", "--batch-size", "64", "--dir", path]
-    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:
-            trials = _trial_values(path) if os.path.isdir(path) else {}
-            if trials.get("0", ("",))[0] == "COMPLETED" and trials.get("1", ("",))[0] == "RUNNING":
-                time.sleep(1.0)  # well inside trial 1
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the search never reached its second trial")
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    before = _trial_values(path)
-    assert before["1"][0] == "RUNNING" and [e["trial_id"] for e in _log(path)] == ["0"]
-
-    _run("tuning", "upsampling", "--max-trials", "3", "--epochs", "3", "--limit", "2048",
-         "--batch-size", "64", "--dir", path)
+    argv = ["-m", "tuning", "upsampling", "--max-trials", "3", "--epochs", "2",
+            "--limit", "512", "--batch-size", "64", "--dir", path]
+    with fault_runner.Forks(str(tmp_path), ROOT, os.environ) as forks:
+        code, out, err = forks.run("trial-epoch-end", "3", *argv)
+        assert code == -signal.SIGKILL, err[-3000:]
+        before = _trial_values(path)
+        assert before["1"][0] == "RUNNING" and [e["trial_id"] for e in _log(path)] == ["0"]
+        code, out, err = forks.run(*argv)
+        assert code == 0, err[-3000:]
     after = _trial_values(path)
     assert sorted(after) == ["0", "1", "2"]
     assert all(status == "COMPLETED" for status, _ in after.values())
