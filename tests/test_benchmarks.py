@@ -312,7 +312,8 @@ def test_linear_reference_fits_on_the_recipes_own_splits():
 
     train = config.TrainConfig(dataset="rt_snippets", seed=42)
     texts, labels = linear_reference.texts_and_labels("rt_snippets", "train")
-    seen = [t.decode() for t, _ in data.training_examples(train).as_numpy_iterator()]
+    batches = data.training_examples(train).batch(4096).as_numpy_iterator()
+    seen = [t.decode() for batch, _ in batches for t in batch]
     assert texts == seen and len(labels) == len(texts) > 9_000
     result = linear_reference.fit("rt_snippets", grid=(1.0,))
     assert 0.6 < result["test_accuracy"] <= 1 and result["C"] == 1.0
