@@ -226,9 +226,9 @@ def test_launcher_starts_without_tensorflow():
 def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace():
     """As a MultiWorkerMirroredStrategy worker does: TensorFlow takes SIGTERM as a
     preemption notice and goes on."""
-    worker = subprocess.Popen([sys.executable, "-c", "import signal, time; "
-                               "signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); "
-                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print(1, flush=True); time.sleep(60)")
+    worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     worker.stdout.readline()  # its handler is set
     start = time.monotonic()
     launch.stop([(worker, None)])
