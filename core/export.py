@@ -453,7 +453,7 @@ _VERIFY_SCRIPT = textwrap.dedent(
                  for start in range(0, len(next(iter(inputs.values()))), step)]
         return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
-    for line in sys.stdin:  # one request a line: [export path, jobs file]
+    def answer(line):  # one request: [export path, jobs file]
         path, jobs_file = json.loads(line)
         with open(jobs_file) as f:
             jobs = json.load(f)
@@ -469,7 +469,23 @@ _VERIFY_SCRIPT = textwrap.dedent(
             except Exception:
                 with open(outputs_file + ".error", "w") as f:
                     f.write(traceback.format_exc())
-        print("done", flush=True)
+        return "done\\n"
+
+    if len(sys.argv) > 1:  # a server on a Unix socket: one request a connection, in turn
+        import socket
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(sys.argv[1])
+        server.listen(64)
+        print("ready", flush=True)
+        while True:
+            connection, _ = server.accept()
+            try:
+                with connection, connection.makefile("rw") as stream:
+                    stream.write(answer(stream.readline()))
+            except (OSError, ValueError):  # the client died or sent nothing
+                pass
+    for line in sys.stdin:
+        print(answer(line), end="", flush=True)
     """
 )
 
@@ -508,17 +524,68 @@ class _Interpreter:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-#: Set by the test suite (tests/conftest.py): one such interpreter per process
-#: answers every check, instead of a new one each time (a TensorFlow start,
-#: about 4 s here). What it checks is the same: files reloaded from disk by an
-#: interpreter that cannot import this project.
+class CheckerServer:
+    """Such an interpreter serving every process that connects to its Unix socket
+    (`socket`), one request a connection, in turn; `close()` ends it."""
+
+    def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="export-check-")
+        self.socket = os.path.join(self.folder, "socket")
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        self.log = open(os.path.join(self.folder, "stderr.txt"), "w+")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _VERIFY_SCRIPT, self.socket], cwd=self.folder, env=env,
+            text=True, stdout=subprocess.PIPE, stderr=self.log)
+        if self.process.stdout.readline().strip() != "ready":
+            self.log.seek(0)
+            raise RuntimeError(f"the export checker did not start:\n{self.log.read()[-3000:]}")
+
+    def close(self):
+        self.process.kill()
+        self.process.wait()
+        self.log.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class _Connection:
+    """A client of a `CheckerServer`, with `_Interpreter`'s `ask`."""
+
+    def __init__(self, address):
+        self.address = address
+
+    def ask(self, path, jobs_file):
+        import socket
+
+        try:
+            with socket.socket(socket.AF_UNIX) as client, client.makefile("rw") as stream:
+                client.connect(self.address)
+                stream.write(json.dumps([os.path.abspath(path), jobs_file]) + "\n")
+                stream.flush()
+                answered = stream.readline().strip() == "done"
+        except OSError:
+            answered = False
+        if not answered:
+            raise RuntimeError(f"Reloading {path} failed: the export checker at "
+                               f"{self.address} did not answer")
+
+
+#: Set by the test suite (tests/conftest.py): one such interpreter answers
+#: every check, instead of a new one each time (a TensorFlow start, about 4 s
+#: here). "1": one per process; the path of a `CheckerServer`'s socket: that
+#: server, for this process and every process it starts. What it checks is the
+#: same: files reloaded from disk by an interpreter that cannot import this
+#: project.
 SHARED_INTERPRETER = "RECIPES_SHARED_EXPORT_CHECKER"
 _shared = []
 
 
 def _interpreter():
-    if not os.environ.get(SHARED_INTERPRETER):
+    shared = os.environ.get(SHARED_INTERPRETER)
+    if not shared:
         return _Interpreter()
+    if os.path.isabs(shared):
+        return _Connection(shared)
     if not _shared or _shared[0].process.poll() is not None:
         _shared[:] = [_Interpreter()]
         atexit.register(_shared[0].close)
@@ -545,7 +612,7 @@ def serve_many_in_fresh_process(path, requests, raise_errors=True):
         try:
             interpreter.ask(path, jobs_file)
         finally:
-            if interpreter not in _shared:
+            if isinstance(interpreter, _Interpreter) and interpreter not in _shared:
                 interpreter.close()
         answers = {}
         for name, (runtime, _, outputs_file) in zip(requests, jobs):

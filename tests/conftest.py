@@ -4,8 +4,10 @@
   TensorFlow, and every process it starts, uses one thread for its ops, so
   two workers do not fight over the two cores.
 - Exports are checked as always, in an interpreter that cannot import this
-  project; here one such interpreter per process answers every check
-  (`core.export.SHARED_INTERPRETER`) instead of a TensorFlow start each.
+  project; here one such interpreter per worker (`core.export.CheckerServer`,
+  on a Unix socket named by `core.export.SHARED_INTERPRETER`) answers every
+  check, the worker's and those of every process its tests start, instead of
+  a TensorFlow start each.
 - What the test modules import (TensorFlow, Keras and the rest: about
   400,000 objects) is frozen out of the garbage collector once collected
   (`gc.freeze()`), so each full
@@ -31,6 +33,21 @@ import pytest  # noqa: E402
 
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+
+
+@pytest.fixture(scope="session", autouse=True)
+def export_checker():
+    """One export checker for this worker and every process its tests start."""
+    from core import export
+
+    if os.environ.get(export.SHARED_INTERPRETER) != "1":
+        yield  # set to something else by hand: left as it is
+        return
+    server = export.CheckerServer()
+    os.environ[export.SHARED_INTERPRETER] = server.socket
+    yield
+    os.environ[export.SHARED_INTERPRETER] = "1"
+    server.close()
 
 
 def pytest_collection_finish(session):
