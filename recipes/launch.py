@@ -141,7 +141,7 @@ def main(argv=None):
     run_dir = flag_value(recipe_args, "--run-dir")
     if run_dir is None:
         run_dir = storage.new_run_dir(flag_value(recipe_args, "--runs-dir") or "runs",
-                                       args.recipe)
+                                      args.recipe)
         recipe_args += ["--run-dir", run_dir]
     configs = tf_configs(free_ports(args.workers))
     print(f"[launch] {args.workers} worker(s) of {args.recipe}, run directory {run_dir}",

@@ -9,10 +9,10 @@
   check, the worker's and those of every process its tests start, instead of
   a TensorFlow start each.
 - What the test modules import (TensorFlow, Keras and the rest: about
-  400,000 objects) is frozen out of the garbage collector once collected
-  (`gc.freeze()`), so each full
-  collection (Keras's `clear_session()`, `training.released_graphs`) walks
-  only what the tests made: 0.23 s a collection before, nothing after.
+  380,000 objects) is frozen out of the garbage collector once they are
+  collected (`gc.freeze()`), so each full collection (Keras's
+  `clear_session()`, `training.released_graphs`) walks only what the tests
+  made: 0.23 s a collection before, nothing after.
 - The end-to-end tests (marked slow) are handed out first, so the long ones
   run side by side rather than one of them last; tests that share an
   expensive module fixture carry an `xdist_group`, so one worker builds it.
