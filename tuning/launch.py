@@ -13,6 +13,7 @@ directory every machine can reach (e.g. a network file system):
 """
 
 import argparse
+import signal
 import socket
 import subprocess
 import sys
@@ -45,6 +46,10 @@ def main(argv=None):
     workers = [subprocess.Popen([*command, "--worker", address, "--worker-id", f"worker-{i}"])
                for i in range(args.workers)]
     codes = [worker.wait() for worker in workers]
+    if not any(codes) and chief.poll() is None:
+        # Every trial is done: end the chief's wait (keras-tuner checks every 20 s),
+        # so that it writes the report now.
+        chief.send_signal(signal.SIGUSR1)
     codes.append(chief.wait())
     failed = [code for code in codes if code]
     if failed:

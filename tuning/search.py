@@ -27,6 +27,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import sys
 import time
 
@@ -314,6 +315,19 @@ def validate(args):
         raise SearchError(f"--initial-points must be >= 0, got {args.initial_points}")
 
 
+class _WorkersDone(Exception):
+    """Raised in the chief by SIGUSR1 while it waits for the workers (`tuning.launch`
+    sends it once every worker has exited)."""
+
+
+_waiting = [False]
+
+
+def _workers_done(signum, frame):
+    if _waiting[0]:  # not once the search has returned: the report is being written
+        raise _WorkersDone
+
+
 def search(args):
     validate(args)
     set_role(args)
@@ -343,7 +357,19 @@ def search(args):
     # the HParams plugin's callback beside it (TensorFlow backend only).
     board = keras.callbacks.TensorBoard(os.path.join(path, TENSORBOARD), write_graph=False,
                                         profile_batch=0)
-    tuner.search(verbose=2, callbacks=[board], **fit_kwargs)
+    if args.chief:
+        # keras-tuner's chief checks only every 20 s whether the workers are done;
+        # tuning.launch knows when they have all exited and says so with SIGUSR1.
+        signal.signal(signal.SIGUSR1, _workers_done)
+        _waiting[0] = True
+    try:
+        tuner.search(verbose=2, callbacks=[board], **fit_kwargs)
+        _waiting[0] = False
+    except _WorkersDone:
+        _waiting[0] = False
+        print("[tuning] every worker has finished", flush=True)
+    if args.chief:  # ignored, not the default (which kills), however late it comes
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     if is_worker:
         return None
     return report(tuner, recipe, path, args)
