@@ -47,11 +47,24 @@ def export_checker():
     if os.environ.get(export.SHARED_INTERPRETER) != "1":
         yield  # set to something else by hand: left as it is
         return
-    server = export.CheckerServer()
-    os.environ[export.SHARED_INTERPRETER] = server.socket
-    yield
+    servers = [export.CheckerServer()]
+    os.environ[export.SHARED_INTERPRETER] = servers[0].socket
+    yield servers
     os.environ[export.SHARED_INTERPRETER] = "1"
-    server.close()
+    servers[0].close()
+
+
+@pytest.fixture(autouse=True)
+def export_checker_alive(export_checker):
+    """A checker that died (a crash while reloading) is replaced before the next test,
+    so one failure does not fail every export after it."""
+    yield
+    if export_checker and export_checker[0].process.poll() is not None:
+        from core import export
+
+        export_checker[0].close()
+        export_checker[0] = export.CheckerServer()
+        os.environ[export.SHARED_INTERPRETER] = export_checker[0].socket
 
 
 def pytest_collection_finish(session):
