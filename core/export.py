@@ -44,6 +44,7 @@ import inspect
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -494,14 +495,17 @@ class _Interpreter:
     """A Python interpreter that cannot import this project (started in an empty
     folder, without PYTHONPATH), answering requests of `_VERIFY_SCRIPT`."""
 
-    def __init__(self):
+    def __init__(self, serve=False):
+        """`serve`: answer on a Unix socket (`self.socket`) instead of stdin."""
         self.folder = tempfile.mkdtemp(prefix="export-check-")
         self.log = open(os.path.join(self.folder, "stderr.txt"), "w+")
+        self.socket = os.path.join(self.folder, "socket") if serve else None
         env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _VERIFY_SCRIPT], cwd=self.folder, env=env, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
+            [sys.executable, "-c", _VERIFY_SCRIPT, *([self.socket] if serve else [])],
+            cwd=self.folder, env=env, text=True, stdin=None if serve else subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self.log)
 
     def ask(self, path, jobs_file):
         """Run one request; RuntimeError with the interpreter's errors if it died."""
@@ -524,19 +528,12 @@ class _Interpreter:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-class CheckerServer:
+class CheckerServer(_Interpreter):
     """Such an interpreter serving every process that connects to its Unix socket
     (`socket`), one request a connection, in turn; `close()` ends it."""
 
     def __init__(self):
-        self.folder = tempfile.mkdtemp(prefix="export-check-")
-        self.socket = os.path.join(self.folder, "socket")
-        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        self.log = open(os.path.join(self.folder, "stderr.txt"), "w+")
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", _VERIFY_SCRIPT, self.socket], cwd=self.folder, env=env,
-            text=True, stdout=subprocess.PIPE, stderr=self.log)
+        super().__init__(serve=True)
         if self.process.stdout.readline().strip() != "ready":
             self.log.seek(0)
             raise RuntimeError(f"the export checker did not start:\n{self.log.read()[-3000:]}")
@@ -544,8 +541,7 @@ class CheckerServer:
     def close(self):
         self.process.kill()
         self.process.wait()
-        self.log.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        super().close()
 
 
 class _Connection:
@@ -555,8 +551,6 @@ class _Connection:
         self.address = address
 
     def ask(self, path, jobs_file):
-        import socket
-
         try:
             with socket.socket(socket.AF_UNIX) as client, client.makefile("rw") as stream:
                 client.connect(self.address)

@@ -111,7 +111,8 @@ def main(argv=None):
 
 
 #: What the fork server imports before its first fork.
-PRELOADED = ("tensorflow", "keras", "recipes.cnn", "core.export", "core.recipe")
+PRELOADED = ("tensorflow", "keras", "keras_tuner", "recipes.cnn", "core.export",
+             "core.recipe")
 
 
 def serve():
