@@ -282,6 +282,25 @@ def test_export_is_checked_against_the_trained_model(tmp_path):
     assert sorted(os.listdir(tmp_path / "tiny")) == ["1"]
 
 
+def test_export_is_checked_against_the_function_it_was_written_from(tmp_path, monkeypatch):
+    """Without the trained model's answers, the reloaded SavedModel must still answer
+    its sample as the serving function did here: a reload that drifts is refused."""
+    model = _tiny_model()
+    x = np.random.default_rng(3).normal(size=(4, 3)).astype("float32")
+    reloaded = export.serve_many_in_fresh_process
+
+    def drifted(path, requests, **kwargs):
+        answers = reloaded(path, requests, **kwargs)
+        answers["saved_model"]["probabilities"] += 1e-3
+        return answers
+
+    monkeypatch.setattr(export, "serve_many_in_fresh_process", drifted)
+    with pytest.raises(AssertionError, match="probabilities: differs by 1.00e-03"):
+        export.export_savedmodel(model, "tiny", {"x": tf.TensorSpec((None, 3), tf.float32)},
+                                 _serve(model), root=str(tmp_path), sample={"x": x})
+    assert os.listdir(tmp_path / "tiny") == []
+
+
 def test_a_number_taken_meanwhile_is_skipped_not_overwritten(tmp_path, monkeypatch):
     taken = tmp_path / "tiny" / "1"
     taken.mkdir(parents=True)
