@@ -19,6 +19,7 @@ from core import distribute, export
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("adam", "sgd")
 
 
 class ConfigError(ValueError):
@@ -47,7 +48,12 @@ class TrainConfig:
         0, "optimizer steps in an epoch, the unit of --epochs, --patience and the schedule's "
         "warm-up and decay; validation runs after each (0 = one pass over the training split)")
     batch_size: int = field(128, "examples per optimizer step (per device under --strategy)")
-    learning_rate: float = field(1e-3, "Adam's learning rate (the peak, with a schedule)")
+    optimizer: str = field(
+        "adam", "adam, or sgd (with Nesterov momentum 0.9): plain gradient steps move a "
+        "rarely seen feature's weight no faster than its gradient, where Adam moves it as "
+        "fast as any (the n-gram baseline's; docs/recipes.md)")
+    learning_rate: float = field(1e-3, "the optimizer's learning rate (the peak, with a "
+                                 "schedule)")
     schedule: str = field(
         "constant", "learning rate over training: constant, or cosine (one epoch of linear "
         "warm-up from 0 to --learning-rate, then a cosine decay to 0 at --epochs; "
@@ -143,6 +149,8 @@ def validate(train):
             f"steps_per_epoch must be >= 0 (0 = one pass), got {train.steps_per_epoch}")
     if not train.learning_rate > 0:
         raise ConfigError(f"learning_rate must be > 0, got {train.learning_rate}")
+    if train.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {train.optimizer!r}")
     if train.schedule not in SCHEDULES:
         raise ConfigError(f"schedule must be one of {SCHEDULES}, got {train.schedule!r}")
     if train.schedule != "constant" and train.lr_patience:

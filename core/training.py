@@ -37,12 +37,16 @@ class WorkerDone(Exception):
 
 
 def optimizer(train, steps_per_epoch=None):
-    """The recipes' optimizer: Adam at `--learning-rate` (following `--schedule`, which
-    needs `steps_per_epoch`), clipped at `--clipnorm` if set, keeping a moving
-    average of the weights with `--ema` if set (`EMAWeights` puts it to use)."""
-    return keras.optimizers.Adam(learning_rate(train, steps_per_epoch),
-                                 clipnorm=train.clipnorm or None, use_ema=bool(train.ema),
-                                 ema_momentum=train.ema or 0.99)
+    """The recipes' optimizer: `--optimizer` (Adam, or SGD with Nesterov momentum 0.9)
+    at `--learning-rate` (following `--schedule`, which needs `steps_per_epoch`),
+    clipped at `--clipnorm` if set, keeping a moving average of the weights with
+    `--ema` if set (`EMAWeights` puts it to use)."""
+    options = dict(clipnorm=train.clipnorm or None, use_ema=bool(train.ema),
+                   ema_momentum=train.ema or 0.99)
+    rate = learning_rate(train, steps_per_epoch)
+    if train.optimizer == "sgd":
+        return keras.optimizers.SGD(rate, momentum=0.9, nesterov=True, **options)
+    return keras.optimizers.Adam(rate, **options)
 
 
 def loss(name, label_smoothing=0.0):

@@ -62,6 +62,7 @@ def test_start_run_saves_config_and_resume_needs_a_run(tmp_path):
     ("train_percent", 0, "train_percent must be between 1 and 100"),
     ("train_percent", 101, "train_percent must be between 1 and 100"),
     ("schedule", "step", "schedule must be one of"),
+    ("optimizer", "rmsprop", "optimizer must be one of"),
     ("label_smoothing", 1.0, "label_smoothing must be in"),
     ("label_smoothing", -0.1, "label_smoothing must be in"),
     ("ema", 1.0, "ema must be in"),
@@ -69,6 +70,16 @@ def test_start_run_saves_config_and_resume_needs_a_run(tmp_path):
 def test_bad_training_config(field, value, message):
     with pytest.raises(config.ConfigError, match=message):
         config.validate(dataclasses.replace(config.TrainConfig(), **{field: value}))
+
+
+def test_optimizer_flag_picks_the_optimizer_and_keeps_the_other_options():
+    adam = training.optimizer(config.TrainConfig(learning_rate=0.02))
+    assert isinstance(adam, keras.optimizers.Adam)
+    sgd = training.optimizer(config.TrainConfig(optimizer="sgd", learning_rate=30.0,
+                                                clipnorm=2.0, ema=0.9))
+    assert type(sgd) is keras.optimizers.SGD and sgd.nesterov and sgd.momentum == 0.9
+    assert float(sgd.learning_rate) == 30.0
+    assert (sgd.clipnorm, sgd.use_ema, sgd.ema_momentum) == (2.0, True, 0.9)
 
 
 def test_auto_precision_follows_the_cpu(monkeypatch):
