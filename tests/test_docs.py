@@ -8,6 +8,7 @@ import json
 import os
 import re
 import runpy
+import shlex
 import shutil
 import subprocess
 import sys
@@ -70,13 +71,13 @@ def test_every_quoted_command_names_a_module_whose_flags_parse(doc, module, args
         raise _Parsed
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
-    monkeypatch.setattr(sys, "argv", [module, *args.split()])
+    monkeypatch.setattr(sys, "argv", [module, *shlex.split(args)])
     with pytest.raises(_Parsed):
         try:
             if os.path.isdir(path):  # a package: what `python -m` runs is its __main__
                 runpy.run_module(module + ".__main__", run_name="__main__")
             else:
-                importlib.import_module(module).main(args.split())
+                importlib.import_module(module).main(shlex.split(args))
         except SystemExit as exit_:
             pytest.fail(f"{doc}: `python -m {module} {args}` exited {exit_.code}")
 
