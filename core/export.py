@@ -399,7 +399,7 @@ def verify_export(path, serve, sample, predictions, formats, portable, extra=Non
 
     `traced`: {signature: the `tf.function` it was written from} (what
     `_write_version` returns), answering here in place of a new trace of each
-    `serve` (about 0.2 s a signature)."""
+    `serve` (about 0.3 s of a CNN export's 2.6 s here)."""
     traced = traced or {}
     policy = keras.config.dtype_policy().name
     atol = PREDICTION_ATOL.get(policy, PREDICTION_ATOL["mixed_bfloat16"])

@@ -38,6 +38,9 @@ from core.config import ConfigError
 AMENDABLE = ("epochs", "patience", "export", "export_dir", "export_format")
 #: Fields that say where a run is, not what it trains (never compared).
 LOCATION = ("runs_dir", "run_dir")
+#: Training fields added after runs were recorded without them, with what every such
+#: run used: a resumed run goes on with that, not with today's recipe default.
+BEFORE_THE_FIELD = {"optimizer": "adam"}
 
 
 class CheckpointError(RuntimeError):
@@ -142,6 +145,8 @@ def recorded_flags(run_dir, *config_classes):
             if f.name in record.get(section, {}) and f.name not in LOCATION:
                 value = record[section][f.name]
                 values[f.name] = tuple(value) if isinstance(f.default, tuple) else value
+            elif section == "train" and f.name in BEFORE_THE_FIELD and "train" in record:
+                values[f.name] = BEFORE_THE_FIELD[f.name]
     return values
 
 

@@ -41,6 +41,23 @@ def test_resume_without_flags_takes_the_runs_own_config_and_leaves_it_untouched(
     assert not os.path.exists(os.path.join(run_dir, "amendments.json"))
 
 
+def test_a_run_recorded_before_a_field_existed_resumes_with_what_it_used(tmp_path):
+    from recipes import ngram_text
+
+    _, _, model, train = ngram_text.RECIPE.parse(["--runs-dir", str(tmp_path)])
+    assert train.optimizer == "sgd"  # today's default for this recipe
+    run_dir = runs.start_run("ngram_text", model, train)
+    path = os.path.join(run_dir, "config.json")
+    with open(path) as f:
+        record = json.load(f)
+    del record["train"]["optimizer"]  # as a run recorded before --optimizer existed
+    record["train"]["learning_rate"] = 0.01
+    with open(path, "w") as f:
+        json.dump(record, f)
+    _, _, _, resumed = ngram_text.RECIPE.parse(["--resume", run_dir])
+    assert (resumed.optimizer, resumed.learning_rate) == ("adam", 0.01)  # what it trained with
+
+
 def test_resume_refuses_a_changed_config_and_records_a_changed_budget(tmp_path):
     run_dir, _, _ = _started(tmp_path)
     before = _bytes(run_dir)

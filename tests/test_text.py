@@ -100,7 +100,8 @@ def test_each_text_recipe_has_its_own_learning_rate_default_and_the_flag_wins():
                      "recipes.cnn_text": 1e-3, "recipes.ngram_text": 30.0}
     optimizers = {recipe.__name__: recipe.parse([])[3].optimizer
                   for recipe in (rnn_text, cnn_text, transformer_text, ngram_text)}
-    assert set(optimizers.values()) == {"adam", "sgd"} and optimizers["recipes.ngram_text"] == "sgd"
+    assert optimizers == {"recipes.rnn_text": "adam", "recipes.transformer_text": "adam",
+                          "recipes.cnn_text": "adam", "recipes.ngram_text": "sgd"}
     assert ngram_text.parse(["--optimizer", "adam"])[3].optimizer == "adam"
     assert rnn_text.parse(["--learning-rate", "0.001"])[3].learning_rate == 1e-3
     # The rest of the shared defaults still apply under the recipe's own.
