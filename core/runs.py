@@ -38,9 +38,6 @@ from core.config import ConfigError
 AMENDABLE = ("epochs", "patience", "export", "export_dir", "export_format")
 #: Fields that say where a run is, not what it trains (never compared).
 LOCATION = ("runs_dir", "run_dir")
-#: Training fields added after runs were recorded without them, with what every such
-#: run used: a resumed run goes on with that, not with today's recipe default.
-BEFORE_THE_FIELD = {"optimizer": "adam"}
 
 
 class CheckpointError(RuntimeError):
@@ -137,7 +134,8 @@ def recorded(run_dir):
 
 def recorded_flags(run_dir, *config_classes):
     """{field: value} a run recorded for the fields of `config_classes` (tuples as
-    tuples), locations left out: the defaults of a resumed run's flags."""
+    tuples), locations left out: the defaults of a resumed run's flags. A training
+    field the run predates gets TrainConfig's default, not the recipe's."""
     record = recorded(run_dir)
     values = {}
     for cls, section in zip(config_classes, ("model", "train")):
@@ -145,8 +143,10 @@ def recorded_flags(run_dir, *config_classes):
             if f.name in record.get(section, {}) and f.name not in LOCATION:
                 value = record[section][f.name]
                 values[f.name] = tuple(value) if isinstance(f.default, tuple) else value
-            elif section == "train" and f.name in BEFORE_THE_FIELD and "train" in record:
-                values[f.name] = BEFORE_THE_FIELD[f.name]
+            elif section == "train" and "train" in record and f.name not in LOCATION:
+                # Not a field yet when the run began: TrainConfig's own default is what
+                # every run did before it (a recipe's default may have moved since).
+                values[f.name] = f.default
     return values
 
 
