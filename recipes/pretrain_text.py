@@ -230,9 +230,9 @@ SAMPLE = ["A wry, wistful film that never quite decides what it wants to be.",
           "Oil prices rose sharply on Tuesday.", ""]
 
 
-def export_encoder(encoder, tokenizer, root):
+def export_encoder(encoder, tokenizer, root, name="pretrain_text"):
     """Publish `encoder.keras` and `vocabulary.txt` as the next version of
-    `<root>/pretrain_text/`, once the staged copy reloads in Keras's safe mode and
+    `<root>/<name>/`, once the staged copy reloads in Keras's safe mode and
     answers as `encoder` does; returns the version's path."""
     def write(staged, scratch):
         os.makedirs(staged)
@@ -240,11 +240,11 @@ def export_encoder(encoder, tokenizer, root):
         wordpiece.write_vocabulary(os.path.join(staged, VOCABULARY_FILE), tokenizer.vocabulary)
         check_encoder(staged, encoder, tokenizer)
 
-    final, new = export.publish(os.path.join(root, "pretrain_text"), export.ORIGIN.get(), write)
+    final, new = export.publish(os.path.join(root, name), export.ORIGIN.get(), write)
     if not new:
-        print(f"[pretrain_text] {final} is this run's export already", flush=True)
+        print(f"[{name}] {final} is this run's export already", flush=True)
         return final
-    print(f"[pretrain_text] exported {final}: {ENCODER_FILE}, {VOCABULARY_FILE} "
+    print(f"[{name}] exported {final}: {ENCODER_FILE}, {VOCABULARY_FILE} "
           "(reloaded in safe mode and checked)", flush=True)
     return final
 
