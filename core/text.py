@@ -192,7 +192,8 @@ def export_text_model(recipe, model, vectorizer, class_names, train, trained=Non
     samples = [t.decode("utf-8") for t, _ in
                data.load_split(train, "test").take(27).as_numpy_iterator()]
     texts = np.array(samples + EDGE_CASES)
-    vectorized = vectorizer(tf.constant(texts)).numpy()  # token ids, or tf-idf for n-grams
+    # token ids, or tf-idf for n-grams, or a dict of both (finetune_text --ngrams)
+    vectorized = keras.tree.map_structure(np.asarray, vectorizer(tf.constant(texts)))
     trained = trained or model
     predictions = trained(vectorized, training=False).numpy()
 

@@ -29,7 +29,7 @@ import numpy as np
 from core import data, export, recipe, text, wordpiece
 from core.config import ConfigError, field, fraction
 from layers.transformer import MaskedAveragePooling1D
-from recipes import pretrain_text
+from recipes import ngram_text, pretrain_text
 
 INITS = ("pretrained", "scratch")
 
@@ -54,10 +54,23 @@ class ModelConfig:
         f"data: the {text.LENGTH_PERCENTILE}th percentile of the training texts, at most the "
         "encoder's)")
     head_dropout: float = field(0.1, "dropout before the classification head")
+    freeze: bool = field(
+        False, "feature extraction: keep the encoder as loaded and train the head alone "
+        "on each text's average token vector, computed once before training (for an "
+        "encoder too slow to fine-tune here; the export chains encoder and head)")
+    ngrams: int = field(
+        0, "with --freeze, the head also reads each text's tf-idf over the most frequent "
+        "1- to n-grams, as recipes.ngram_text does, beside the encoder's vector (wide and "
+        "deep; 0 = the encoder's vector alone)")
 
     def validate(self):
         if self.init not in INITS:
             raise ConfigError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.freeze and self.init != "pretrained":
+            raise ConfigError("--freeze keeps the pretrained weights; --init scratch has "
+                              "none to keep")
+        if self.ngrams < 0 or (self.ngrams and not self.freeze):
+            raise ConfigError(f"ngrams must be 0, or at least 1 with --freeze, got {self.ngrams}")
         if self.sequence_length < 0:
             raise ConfigError(f"sequence_length must be >= 3, or 0 for the data's own, got "
                               f"{self.sequence_length}")
@@ -75,18 +88,76 @@ def encoder_version(path):
     return os.path.join(path, str(newest))
 
 
-def build_model(encoder, num_classes, sequence_length, **hparams):
+def build_model(encoder, num_classes, sequence_length, ngram_features=0, **hparams):
     """Token ids `(batch, sequence_length)` -> class probabilities, through a copy of
     `encoder` (a loaded pretrained one) with the encoder's weights, or fresh ones
-    for `init="scratch"`. `hparams` are `ModelConfig`'s fields."""
+    for `init="scratch"`. `hparams` are `ModelConfig`'s fields.
+
+    With `freeze`, the head alone: average token vectors `(batch, encoder
+    width)` -> class probabilities (`features` makes them, `chained` serves
+    both); with `ngrams` too, `{"text_vectors": ..., "tf_idf": (batch,
+    ngram_features)}`, each scaled to unit length, side by side in the softmax."""
     c = ModelConfig(sequence_length=sequence_length, **hparams)
+    if c.freeze:
+        inputs = {"text_vectors": keras.Input((encoder.output_shape[-1],), name="text_vectors")}
+        if c.ngrams:
+            inputs["tf_idf"] = keras.Input((ngram_features,), name="tf_idf")
+        x = keras.layers.Concatenate()([keras.layers.UnitNormalization()(inputs[name])
+                                        for name in sorted(inputs)]) if c.ngrams else \
+            inputs["text_vectors"]
+        return keras.Model(inputs if c.ngrams else inputs["text_vectors"],
+                           head(x, num_classes, c.head_dropout), name=HEAD)
     body = pretrain_text.encoder_copy(encoder, sequence_length, weights=c.init == "pretrained")
     ids = keras.Input((sequence_length,), dtype="int64", name="token_ids")
     x = MaskedAveragePooling1D()(body(ids))
-    x = keras.layers.Dropout(c.head_dropout)(x)
+    return keras.Model(ids, head(x, num_classes, c.head_dropout), name="finetune_text")
+
+
+def head(x, num_classes, dropout):
+    x = keras.layers.Dropout(dropout)(x)
     x = keras.layers.Dense(num_classes)(x)
-    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
-    return keras.Model(ids, outputs, name="finetune_text")
+    return keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+
+
+def features(encoder, tokenizer, sequence_length):
+    """`(text, label) -> (average token vector, label)` for `Dataset.map`: a text's
+    ids at their own length (at most `sequence_length`), through `encoder` as
+    loaded."""
+    body = pretrain_text.encoder_copy(encoder, None)
+    ids = keras.Input((None,), dtype="int64", name="token_ids")
+    average = keras.Model(ids, MaskedAveragePooling1D()(body(ids)), name="features")
+
+    def example(text, label):
+        ids = tokenizer.ragged(text[None], sequence_length).to_tensor(wordpiece.PAD)
+        return average(ids, training=False)[0], label
+
+    return example
+
+
+HEAD = "head"  # the model a frozen run trains
+
+
+def chained(encoder, trained_head, sequence_length, ngram_features=0):
+    """Ids `(batch, sequence_length)` (and tf-idf `(batch, ngram_features)`, given
+    them) -> `trained_head`'s probabilities, through `encoder` as loaded: what a
+    frozen run serves."""
+    ids = keras.Input((sequence_length,), dtype="int64", name="token_ids")
+    body = pretrain_text.encoder_copy(encoder, sequence_length)
+    vectors = MaskedAveragePooling1D()(body(ids))
+    if not ngram_features:
+        return keras.Model(ids, trained_head(vectors), name="finetune_text")
+    tf_idf = keras.Input((ngram_features,), name="tf_idf")
+    return keras.Model({"token_ids": ids, "tf_idf": tf_idf},
+                       trained_head({"text_vectors": vectors, "tf_idf": tf_idf}),
+                       name="finetune_text")
+
+
+def both_vectorizers(tokenizer, sequence_length, tf_idf):
+    """Strings -> `{"token_ids": ..., "tf_idf": ...}`, as `chained` takes them."""
+    texts = keras.Input((), dtype="string", name="text")
+    ids = wordpiece.Vectorizer(tokenizer, sequence_length, name="wordpiece")
+    return keras.Model(texts, {"token_ids": ids(texts), "tf_idf": tf_idf(texts)},
+                       name="vectorizers")
 
 
 class Facts(NamedTuple):
@@ -110,6 +181,9 @@ class FinetuneRecipe(recipe.Recipe):
         if "onnx" in export.parse_formats(train.export_format):
             raise ConfigError("finetune_text cannot export ONNX: tf2onnx has no Erfc, which the "
                               "encoder's GELU uses; --export-format saved_model,litert works")
+        if model_config.ngrams and len(export.parse_formats(train.export_format)) > 1:
+            raise ConfigError("with --ngrams, finetune_text exports a SavedModel only: an "
+                              "ONNX or LiteRT file would leave the client to compute tf-idf")
         path = encoder_version(model_config.pretrained)
         encoder, tokenizer = pretrain_text.load_encoder(path)
         longest = encoder.input_shape[1]
@@ -122,6 +196,23 @@ class FinetuneRecipe(recipe.Recipe):
     def data(self, facts, model_config, train):
         length = model_config.sequence_length or self.length_from_data(facts, train)
         vectorizer = wordpiece.Vectorizer(facts.tokenizer, length, name="vectorizer")
+        if model_config.freeze:  # each text through the encoder once, then cached
+            print(f"[{self.name}] frozen encoder: each text's vector is computed in the "
+                  "first pass, which takes most of the run", flush=True)
+            vectors = features(facts.encoder, facts.tokenizer, length)
+            if not model_config.ngrams:
+                return recipe.Data(*data.splits(train, map_example=vectors),
+                                   {"sequence_length": length}, vectorizer)
+            tf_idf = text.make_vectorizer(
+                data.training_examples(train).map(lambda t, label: t),
+                ngram_text.ModelConfig().vocabulary_size, ngrams=model_config.ngrams)
+            splits = data.splits(
+                train, map_example=lambda t, label: ((t, vectors(t, label)[0]), label),
+                map_batch=lambda x, labels: ({"text_vectors": x[1], "tf_idf": tf_idf(x[0])},
+                                             labels))
+            return recipe.Data(*splits, {"sequence_length": length,
+                                         "ngram_features": tf_idf.vocabulary_size()},
+                               both_vectorizers(facts.tokenizer, length, tf_idf))
         train_ds, val_ds, test_ds, n_train = data.splits(
             train, map_batch=lambda texts, labels: (facts.tokenizer(texts, length), labels))
         return recipe.Data(train_ds, val_ds, test_ds, n_train,
@@ -143,6 +234,8 @@ class FinetuneRecipe(recipe.Recipe):
         return {"encoder": facts.path}
 
     def export(self, model, facts, splits, train):
+        if model.name == HEAD:  # --freeze: the encoder as loaded, then the trained head
+            model = chained(facts.encoder, model, **splits.resolved)
         return text.export_text_model(self.name, model, splits.extra, facts.class_names, train)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from core import data, wordpiece
+from core import data, text, wordpiece
 from recipes import finetune_text, pretrain_text
 from tests.test_pretrain import small_vocabulary
 
@@ -110,3 +110,45 @@ def test_fine_tuning_exports_a_raw_string_server(encoder_dir, tmp_path, capsys):
     expected = trained(tokenizer(tf.constant(TEXTS), metrics["sequence_length"])).numpy()
     np.testing.assert_allclose(served["probabilities"], expected, atol=2e-2)
     assert set(served["label_name"]) <= set(names)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ngrams", [0, 2])
+def test_a_frozen_encoder_trains_the_head_alone_and_serves_the_chain(encoder_dir, tmp_path,
+                                                                     ngrams):
+    """--freeze: the head learns from each text's vector (made once, at the text's own
+    length), and with --ngrams from its tf-idf too; the export is the encoder as
+    loaded, then that head, and answers as the head does on those features."""
+    path, encoder, tokenizer = encoder_dir
+    table = tmp_path / "reviews.csv"
+    rows = [(t.decode(), label) for t, label in
+            data.load("rt_snippets", "train").take(200).as_numpy_iterator()]
+    table.write_text("text,label\n" + "".join(
+        f"\"{t.replace(chr(34), chr(39))}\",{label}\n" for t, label in rows), encoding="utf-8")
+    _, _, model_config, train = finetune_text.parse([
+        "--pretrained", path, "--freeze", "--ngrams", str(ngrams), "--dataset", str(table),
+        "--epochs", "2", "--steps-per-epoch", "3", "--runs-dir", str(tmp_path / "runs"),
+        "--export-dir", str(tmp_path / "models")])
+    metrics = finetune_text.run(model_config, train)
+    head = metrics["model"]
+    vectors = finetune_text.features(encoder, tokenizer, metrics["sequence_length"])
+    inputs = np.stack([vectors(tf.constant(t), 0)[0] for t in TEXTS])
+    assert 0 <= metrics["test_accuracy"] <= 1 and head.count_params() < 1e6  # the head alone
+    if ngrams:
+        tf_idf = text.make_vectorizer(data.training_examples(train).map(lambda t, label: t),
+                                      metrics["ngram_features"], ngrams=2)
+        inputs = {"text_vectors": inputs, "tf_idf": tf_idf(tf.constant(TEXTS)).numpy()}
+    expected = head(inputs, training=False)
+    from core import export
+
+    served = export.serve_in_fresh_process(metrics["export"], {"text": np.array(TEXTS)})
+    np.testing.assert_allclose(served["probabilities"], expected, atol=1e-4)
+
+
+def test_freezing_is_refused_where_it_means_nothing(encoder_dir, capsys):
+    path, _, _ = encoder_dir
+    for argv, message in [(["--freeze", "--init", "scratch"], "none to keep"),
+                          (["--ngrams", "2"], "with --freeze")]:
+        with pytest.raises(SystemExit):
+            finetune_text.main(["--pretrained", path, *argv])
+        assert message in capsys.readouterr().err
