@@ -42,6 +42,12 @@ RECIPES = [
     # same architecture, vocabulary and budget from random weights (the control).
     ("Pretrained transformer", "python -m recipes.finetune_text"),
     ("WordPiece transformer from scratch", "python -m recipes.finetune_text --init scratch"),
+    # #37, a published encoder (`python -m recipes.import_encoder` first), too slow to
+    # fine-tune here, frozen: its vector of each text beside the n-gram recipe's
+    # tf-idf, trained with the n-gram recipe's optimizer and budget.
+    ("n-grams beside all-MiniLM-L6-v2 (frozen)",
+     "python -m recipes.finetune_text --pretrained saved_models/all_minilm_l6_v2 --freeze "
+     "--ngrams 2 --optimizer sgd --learning-rate 30 --epochs 60 --patience 60 --batch-size 128"),
     # The practitioner's baseline, a reference row: deterministic, so one fit per
     # corpus (at its first seed); benchmarks/linear_reference.py says how.
     (REFERENCE := "tf-idf + logistic regression (scikit-learn)",
@@ -126,7 +132,8 @@ def main(argv=None):
                                  limit=args.limit)
             runs[k] = {name: result[name] for name in (
                 "test_accuracy", "train_seconds", "epochs", "parameters")}
-            runs[k].update({name: result[name] for name in ("sequence_length", "encoder")
+            runs[k].update({name: result[name] for name in ("sequence_length", "encoder",
+                                                            "ngram_features")
                             if name in result})
             print(f"[{NAME}] {k}: {runs[k]}", flush=True)
             _write(path, runs, table(runs, list(CORPORA)))

@@ -32,6 +32,11 @@ from layers.transformer import MaskedAveragePooling1D
 from recipes import ngram_text, pretrain_text
 
 INITS = ("pretrained", "scratch")
+#: With --ngrams, the length of each text's encoder vector beside its unit-length
+#: tf-idf: chosen on rt_snippets' validation split (seed 42) among standardizing
+#: the vectors, this, and full length at a tenth of the learning rate
+#: (docs/recipes.md).
+VECTOR_WEIGHT = 0.3
 
 #: The text recipes' budget in steps (core/text.py) with BERT's fine-tuning batch
 #: of 32 and a peak learning rate of 1e-3; chosen on rt_snippets' validation
@@ -95,17 +100,21 @@ def build_model(encoder, num_classes, sequence_length, ngram_features=0, **hpara
 
     With `freeze`, the head alone: average token vectors `(batch, encoder
     width)` -> class probabilities (`features` makes them, `chained` serves
-    both); with `ngrams` too, `{"text_vectors": ..., "tf_idf": (batch,
-    ngram_features)}`, each scaled to unit length, side by side in the softmax."""
+    both). With `ngrams` too, `{"text_vectors": ..., "tf_idf": (batch,
+    ngram_features)}` side by side in the softmax, each scaled to unit length,
+    the vectors then to `VECTOR_WEIGHT`: they share a large common direction,
+    which the n-gram recipe's large SGD steps overshoot at full length
+    (validation loss above 4 at its rate of 30; docs/recipes.md)."""
     c = ModelConfig(sequence_length=sequence_length, **hparams)
+    if c.freeze and not c.ngrams:
+        vectors = keras.Input((encoder.output_shape[-1],), name="text_vectors")
+        return keras.Model(vectors, head(vectors, num_classes, c.head_dropout), name=HEAD)
     if c.freeze:
-        inputs = {"text_vectors": keras.Input((encoder.output_shape[-1],), name="text_vectors")}
-        if c.ngrams:
-            inputs["tf_idf"] = keras.Input((ngram_features,), name="tf_idf")
-        x = keras.layers.Concatenate()([keras.layers.UnitNormalization()(inputs[name])
-                                        for name in sorted(inputs)]) if c.ngrams else \
-            inputs["text_vectors"]
-        return keras.Model(inputs if c.ngrams else inputs["text_vectors"],
+        vectors = keras.Input((encoder.output_shape[-1],), name="text_vectors")
+        tf_idf = keras.Input((ngram_features,), name="tf_idf")
+        weighted = keras.layers.Rescaling(VECTOR_WEIGHT)(keras.layers.UnitNormalization()(vectors))
+        x = keras.layers.Concatenate()([weighted, keras.layers.UnitNormalization()(tf_idf)])
+        return keras.Model({"text_vectors": vectors, "tf_idf": tf_idf},
                            head(x, num_classes, c.head_dropout), name=HEAD)
     body = pretrain_text.encoder_copy(encoder, sequence_length, weights=c.init == "pretrained")
     ids = keras.Input((sequence_length,), dtype="int64", name="token_ids")
