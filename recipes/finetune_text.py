@@ -8,6 +8,11 @@ What it shows:
   a folder of class folders of .txt files, or a .csv/.tsv/.jsonl table.
 - `--init scratch` trains the same architecture, vocabulary and budget from
   random weights: the control that says what pretraining bought.
+- `--freeze`, feature extraction, for an encoder too slow to fine-tune on
+  two cores (a published one, from `python -m recipes.import_encoder`): each
+  text goes through the encoder once and the head alone trains; `--ngrams 2`
+  sets the n-gram recipe's tf-idf beside the encoder's vector (`--preset
+  beside_ngrams` adds the n-gram recipe's optimizer and budget).
 - Texts become WordPiece ids inside the tf.data pipeline, and inside the
   exported graph (`core.wordpiece.Vectorizer`), so the SavedModel takes raw
   strings like the other text recipes' (core/text.py). Its tokenizer ops come
@@ -17,6 +22,8 @@ What it shows:
     python -m recipes.finetune_text                     # rt_snippets, newest encoder
     python -m recipes.finetune_text --dataset reuters_r8
     python -m recipes.finetune_text --pretrained saved_models/pretrain_text/1 --init scratch
+    python -m recipes.import_encoder                    # all-MiniLM-L6-v2, published
+    python -m recipes.finetune_text --pretrained saved_models/all_minilm_l6_v2 --preset beside_ngrams
 """
 
 import dataclasses
@@ -183,7 +190,12 @@ class FinetuneRecipe(recipe.Recipe):
     doc = __doc__
     Config = ModelConfig
     train_defaults = {**text.TRAIN_DEFAULTS, **TRAIN_DEFAULTS}
-    presets = {"default": {"doc": "the defaults above"}}
+    presets = {"default": {"doc": "the defaults above"},
+               "beside_ngrams": {
+                   "doc": "--freeze --ngrams 2 with recipes.ngram_text's optimizer and budget "
+                   "(SGD at 30, 60 epochs of 100 steps of 128 texts, patience 60)",
+                   "model": {"freeze": True, "ngrams": 2},
+                   "train": {**ngram_text.TRAIN_DEFAULTS, "batch_size": 128}}}
 
     def facts(self, model_config, train):
         model_config.validate()

@@ -22,7 +22,7 @@ What it shows:
   finds that version instead of writing another.
 
     python -m recipes.import_encoder                        # all-MiniLM-L6-v2, about 20 s
-    python -m recipes.finetune_text --pretrained saved_models/all_minilm_l6_v2
+    python -m recipes.finetune_text --pretrained saved_models/all_minilm_l6_v2 --preset beside_ngrams
     python -m recipes.import_encoder --checkpoint ./my_bert --name my_bert
 """
 

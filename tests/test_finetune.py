@@ -152,3 +152,15 @@ def test_freezing_is_refused_where_it_means_nothing(encoder_dir, capsys):
         with pytest.raises(SystemExit):
             finetune_text.main(["--pretrained", path, *argv])
         assert message in capsys.readouterr().err
+
+
+def test_the_beside_ngrams_preset_is_the_benchmarked_command():
+    import shlex
+
+    from benchmarks.text_corpora import RECIPES
+
+    flags = shlex.split(dict(RECIPES)["n-grams beside all-MiniLM-L6-v2 (frozen)"])[3:]
+    benchmarked = finetune_text.parse(flags)[2:]
+    preset = finetune_text.parse(["--pretrained", "saved_models/all_minilm_l6_v2",
+                                  "--preset", "beside_ngrams"])[2:]
+    assert preset == benchmarked and preset[0].ngrams == 2 and preset[1].optimizer == "sgd"
