@@ -45,7 +45,7 @@ RECIPES = [
     # #37, a published encoder (`python -m recipes.import_encoder` first), too slow to
     # fine-tune here, frozen: its vector of each text beside the n-gram recipe's
     # tf-idf, trained with the n-gram recipe's optimizer and budget.
-    ("n-grams beside all-MiniLM-L6-v2 (frozen)",
+    ("n-grams + frozen all-MiniLM-L6-v2",
      "python -m recipes.finetune_text --pretrained saved_models/all_minilm_l6_v2 --freeze "
      "--ngrams 2 --optimizer sgd --learning-rate 30 --epochs 60 --patience 60 --batch-size 128"),
     # The practitioner's baseline, a reference row: deterministic, so one fit per

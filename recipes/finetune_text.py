@@ -44,6 +44,7 @@ INITS = ("pretrained", "scratch")
 #: the vectors, this, and full length at a tenth of the learning rate
 #: (docs/recipes.md).
 VECTOR_WEIGHT = 0.3
+HEAD = "head"  # the name of the model a frozen run trains
 
 #: The text recipes' budget in steps (core/text.py) with BERT's fine-tuning batch
 #: of 32 and a peak learning rate of 1e-3; chosen on rt_snippets' validation
@@ -113,11 +114,10 @@ def build_model(encoder, num_classes, sequence_length, ngram_features=0, **hpara
     which the n-gram recipe's large SGD steps overshoot at full length
     (validation loss above 4 at its rate of 30; docs/recipes.md)."""
     c = ModelConfig(sequence_length=sequence_length, **hparams)
-    if c.freeze and not c.ngrams:
-        vectors = keras.Input((encoder.output_shape[-1],), name="text_vectors")
-        return keras.Model(vectors, head(vectors, num_classes, c.head_dropout), name=HEAD)
     if c.freeze:
         vectors = keras.Input((encoder.output_shape[-1],), name="text_vectors")
+        if not c.ngrams:
+            return keras.Model(vectors, head(vectors, num_classes, c.head_dropout), name=HEAD)
         tf_idf = keras.Input((ngram_features,), name="tf_idf")
         weighted = keras.layers.Rescaling(VECTOR_WEIGHT)(keras.layers.UnitNormalization()(vectors))
         x = keras.layers.Concatenate()([weighted, keras.layers.UnitNormalization()(tf_idf)])
@@ -148,9 +148,6 @@ def features(encoder, tokenizer, sequence_length):
         return average(ids, training=False)[0], label
 
     return example
-
-
-HEAD = "head"  # the model a frozen run trains
 
 
 def chained(encoder, trained_head, sequence_length, ngram_features=0):

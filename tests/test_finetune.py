@@ -159,7 +159,7 @@ def test_the_beside_ngrams_preset_is_the_benchmarked_command():
 
     from benchmarks.text_corpora import RECIPES
 
-    flags = shlex.split(dict(RECIPES)["n-grams beside all-MiniLM-L6-v2 (frozen)"])[3:]
+    flags = shlex.split(dict(RECIPES)["n-grams + frozen all-MiniLM-L6-v2"])[3:]
     benchmarked = finetune_text.parse(flags)[2:]
     preset = finetune_text.parse(["--pretrained", "saved_models/all_minilm_l6_v2",
                                   "--preset", "beside_ngrams"])[2:]
