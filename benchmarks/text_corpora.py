@@ -46,8 +46,8 @@ RECIPES = [
     # fine-tune here, frozen: its vector of each text beside the n-gram recipe's
     # tf-idf, trained with the n-gram recipe's optimizer and budget.
     ("n-grams + frozen all-MiniLM-L6-v2",
-     "python -m recipes.finetune_text --pretrained saved_models/all_minilm_l6_v2 --freeze "
-     "--ngrams 2 --optimizer sgd --learning-rate 30 --epochs 60 --patience 60 --batch-size 128"),
+     "python -m recipes.finetune_text --pretrained saved_models/all_minilm_l6_v2 "
+     "--preset beside_ngrams"),
     # The practitioner's baseline, a reference row: deterministic, so one fit per
     # corpus (at its first seed); benchmarks/linear_reference.py says how.
     (REFERENCE := "tf-idf + logistic regression (scikit-learn)",

