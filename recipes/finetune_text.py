@@ -32,10 +32,11 @@ from typing import NamedTuple
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from core import data, export, recipe, text, wordpiece
 from core.config import ConfigError, field, fraction
-from layers.transformer import MaskedAveragePooling1D
+from layers.transformer import MaskedAveragePooling1D, TransformerEncoder
 from recipes import ngram_text, pretrain_text
 
 INITS = ("pretrained", "scratch")
@@ -71,6 +72,10 @@ class ModelConfig:
         False, "feature extraction: keep the encoder as loaded and train the head alone "
         "on each text's average token vector, computed once before training (for an "
         "encoder too slow to fine-tune here; the export chains encoder and head)")
+    train_blocks: int = field(
+        0, "with --freeze, the encoder's top N blocks train too, with the head, on the output "
+        "of the layers below them, computed once per token (0 = the head alone, on each "
+        "text's average token vector)")
     ngrams: int = field(
         0, "with --freeze, the head also reads each text's tf-idf over the most frequent "
         "1- to n-grams, as recipes.ngram_text does, beside the encoder's vector (wide and "
@@ -82,8 +87,10 @@ class ModelConfig:
         if self.freeze and self.init != "pretrained":
             raise ConfigError("--freeze keeps the pretrained weights; --init scratch has "
                               "none to keep")
-        if self.ngrams < 0 or (self.ngrams and not self.freeze):
-            raise ConfigError(f"ngrams must be 0, or at least 1 with --freeze, got {self.ngrams}")
+        for name in ("train_blocks", "ngrams"):
+            value = getattr(self, name)
+            if value < 0 or (value and not self.freeze):
+                raise ConfigError(f"{name} must be 0, or at least 1 with --freeze, got {value}")
         if self.sequence_length < 0:
             raise ConfigError(f"sequence_length must be >= 3, or 0 for the data's own, got "
                               f"{self.sequence_length}")
@@ -108,20 +115,27 @@ def build_model(encoder, num_classes, sequence_length, ngram_features=0, **hpara
 
     With `freeze`, the head alone: average token vectors `(batch, encoder
     width)` -> class probabilities (`features` makes them, `chained` serves
-    both). With `ngrams` too, `{"text_vectors": ..., "tf_idf": (batch,
+    both). With `train_blocks`, the head starts with copies of the encoder's
+    top blocks, and its inputs are their inputs: `(batch, sequence_length,
+    width)`, zero at padding. With `ngrams` too, `{"text_vectors": ..., "tf_idf": (batch,
     ngram_features)}` side by side in the softmax, each scaled to unit length,
     the vectors then to `VECTOR_WEIGHT`: they share a large common direction,
     which the n-gram recipe's large SGD steps overshoot at full length
     (validation loss above 4 at its rate of 30; docs/recipes.md)."""
     c = ModelConfig(sequence_length=sequence_length, **hparams)
     if c.freeze:
-        vectors = keras.Input((encoder.output_shape[-1],), name="text_vectors")
+        width = encoder.output_shape[-1]
+        if c.train_blocks:
+            inputs = keras.Input((sequence_length, width), name="text_vectors")
+            vectors = top_blocks(encoder, c.train_blocks, inputs)
+        else:
+            inputs = vectors = keras.Input((width,), name="text_vectors")
         if not c.ngrams:
-            return keras.Model(vectors, head(vectors, num_classes, c.head_dropout), name=HEAD)
+            return keras.Model(inputs, head(vectors, num_classes, c.head_dropout), name=HEAD)
         tf_idf = keras.Input((ngram_features,), name="tf_idf")
         weighted = keras.layers.Rescaling(VECTOR_WEIGHT)(keras.layers.UnitNormalization()(vectors))
         x = keras.layers.Concatenate()([weighted, keras.layers.UnitNormalization()(tf_idf)])
-        return keras.Model({"text_vectors": vectors, "tf_idf": tf_idf},
+        return keras.Model({"text_vectors": inputs, "tf_idf": tf_idf},
                            head(x, num_classes, c.head_dropout), name=HEAD)
     body = pretrain_text.encoder_copy(encoder, sequence_length, weights=c.init == "pretrained")
     ids = keras.Input((sequence_length,), dtype="int64", name="token_ids")
@@ -135,28 +149,62 @@ def head(x, num_classes, dropout):
     return keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
 
 
-def features(encoder, tokenizer, sequence_length):
-    """`(text, label) -> (average token vector, label)` for `Dataset.map`: a text's
-    ids at their own length (at most `sequence_length`), through `encoder` as
-    loaded."""
+def blocks_of(model):
+    """`model`'s transformer blocks, in order."""
+    return [layer for layer in model.layers if isinstance(layer, TransformerEncoder)]
+
+
+def top_blocks(encoder, blocks, tokens):
+    """Copies of `encoder`'s top `blocks` blocks, with its weights, over `tokens`
+    `(batch, length, width)` (zero at padding), then their average over the real
+    tokens."""
+    real = keras.ops.any(keras.ops.not_equal(tokens, 0), axis=-1)
+    x = tokens
+    for layer in blocks_of(pretrain_text.encoder_copy(encoder, None))[-blocks:]:
+        x = layer(x, mask=real)
+    return MaskedAveragePooling1D()(x, mask=real)
+
+
+def frozen_part(encoder, train_blocks=0):
+    """Ids `(batch, length)` -> `encoder` as loaded, all but its top `train_blocks`
+    blocks: each token's vector, zero at padding, or (for `train_blocks=0`) their
+    average over the real tokens."""
     body = pretrain_text.encoder_copy(encoder, None)
     ids = keras.Input((None,), dtype="int64", name="token_ids")
-    average = keras.Model(ids, MaskedAveragePooling1D()(body(ids)), name="features")
+    x = ids
+    for layer in body.layers[1:len(body.layers) - train_blocks]:
+        x = layer(x)
+    if train_blocks:
+        real = keras.ops.not_equal(ids, wordpiece.PAD)
+        x = x * keras.ops.expand_dims(keras.ops.cast(real, x.dtype), -1)
+    else:
+        x = MaskedAveragePooling1D()(x)
+    return keras.Model(ids, x, name="frozen_encoder")
+
+
+def features(encoder, tokenizer, sequence_length, train_blocks=0):
+    """`(text, label) -> (features, label)` for `Dataset.map`: a text's ids at their
+    own length (at most `sequence_length`), through `frozen_part(encoder,
+    train_blocks)`; token vectors are then padded with zeros to
+    `sequence_length`."""
+    frozen = frozen_part(encoder, train_blocks)
 
     def example(text, label):
         ids = tokenizer.ragged(text[None], sequence_length).to_tensor(wordpiece.PAD)
-        return average(ids, training=False)[0], label
+        x = frozen(ids, training=False)[0]
+        if train_blocks:
+            x = tf.pad(x, [[0, sequence_length - tf.shape(x)[0]], [0, 0]])
+        return x, label
 
     return example
 
 
 def chained(encoder, trained_head, sequence_length, ngram_features=0):
     """Ids `(batch, sequence_length)` (and tf-idf `(batch, ngram_features)`, given
-    them) -> `trained_head`'s probabilities, through `encoder` as loaded: what a
-    frozen run serves."""
+    them) -> `trained_head`'s probabilities, through `encoder` as loaded, but
+    for the top blocks the head trained: what a frozen run serves."""
     ids = keras.Input((sequence_length,), dtype="int64", name="token_ids")
-    body = pretrain_text.encoder_copy(encoder, sequence_length)
-    vectors = MaskedAveragePooling1D()(body(ids))
+    vectors = frozen_part(encoder, len(blocks_of(trained_head)))(ids)
     if not ngram_features:
         return keras.Model(ids, trained_head(vectors), name="finetune_text")
     tf_idf = keras.Input((ngram_features,), name="tf_idf")
@@ -205,6 +253,9 @@ class FinetuneRecipe(recipe.Recipe):
         path = encoder_version(model_config.pretrained)
         encoder, tokenizer = pretrain_text.load_encoder(path)
         longest = encoder.input_shape[1]
+        if model_config.train_blocks > len(blocks_of(encoder)):
+            raise ConfigError(f"train_blocks must be at most the encoder's "
+                              f"{len(blocks_of(encoder))} blocks, got {model_config.train_blocks}")
         if model_config.sequence_length > longest or 0 < model_config.sequence_length < 3:
             raise ConfigError(f"sequence_length must be between 3 and the encoder's "
                               f"{longest}, got {model_config.sequence_length}")
@@ -217,7 +268,7 @@ class FinetuneRecipe(recipe.Recipe):
         if model_config.freeze:  # each text through the encoder once, then cached
             print(f"[{self.name}] frozen encoder: each text's vector is computed in the "
                   "first pass, which takes most of the run", flush=True)
-            vectors = features(facts.encoder, facts.tokenizer, length)
+            vectors = features(facts.encoder, facts.tokenizer, length, model_config.train_blocks)
             if not model_config.ngrams:
                 return recipe.Data(*data.splits(train, map_example=vectors),
                                    {"sequence_length": length}, vectorizer)

@@ -113,12 +113,14 @@ def test_fine_tuning_exports_a_raw_string_server(encoder_dir, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("ngrams", [0, 2])
+@pytest.mark.parametrize("ngrams,train_blocks", [(0, 0), (2, 0), (2, 1)])
 def test_a_frozen_encoder_trains_the_head_alone_and_serves_the_chain(encoder_dir, tmp_path,
-                                                                     ngrams):
+                                                                     ngrams, train_blocks):
     """--freeze: the head learns from each text's vector (made once, at the text's own
-    length), and with --ngrams from its tf-idf too; the export is the encoder as
-    loaded, then that head, and answers as the head does on those features."""
+    length), and with --ngrams from its tf-idf too; with --train-blocks the head
+    holds the encoder's top blocks and learns from their inputs. The export is
+    the encoder as loaded up to the head, then the head, and answers as the head
+    does on those features."""
     path, encoder, tokenizer = encoder_dir
     table = tmp_path / "reviews.csv"
     rows = [(t.decode(), label) for t, label in
@@ -126,14 +128,20 @@ def test_a_frozen_encoder_trains_the_head_alone_and_serves_the_chain(encoder_dir
     table.write_text("text,label\n" + "".join(
         f"\"{t.replace(chr(34), chr(39))}\",{label}\n" for t, label in rows), encoding="utf-8")
     _, _, model_config, train = finetune_text.parse([
-        "--pretrained", path, "--freeze", "--ngrams", str(ngrams), "--dataset", str(table),
+        "--pretrained", path, "--freeze", "--ngrams", str(ngrams), "--train-blocks", str(train_blocks),
+        "--dataset", str(table),
         "--epochs", "2", "--steps-per-epoch", "3", "--runs-dir", str(tmp_path / "runs"),
         "--export-dir", str(tmp_path / "models")])
     metrics = finetune_text.run(model_config, train)
     head = metrics["model"]
-    vectors = finetune_text.features(encoder, tokenizer, metrics["sequence_length"])
+    vectors = finetune_text.features(encoder, tokenizer, metrics["sequence_length"],
+                                     train_blocks)
     inputs = np.stack([vectors(tf.constant(t), 0)[0] for t in TEXTS])
-    assert 0 <= metrics["test_accuracy"] <= 1 and head.count_params() < 1e6  # the head alone
+    assert 0 <= metrics["test_accuracy"] <= 1
+    assert len(finetune_text.blocks_of(head)) == train_blocks
+    for trained, loaded in zip(finetune_text.blocks_of(head),
+                               finetune_text.blocks_of(encoder)[-train_blocks:]):
+        assert not np.allclose(trained.get_weights()[0], loaded.get_weights()[0])  # trained
     if ngrams:
         tf_idf = text.make_vectorizer(data.training_examples(train).map(lambda t, label: t),
                                       metrics["ngram_features"], ngrams=2)
