@@ -12,7 +12,9 @@ What it shows:
   two cores (a published one, from `python -m recipes.import_encoder`): each
   text goes through the encoder once and the head alone trains; `--ngrams 2`
   sets the n-gram recipe's tf-idf beside the encoder's vector (`--preset
-  beside_ngrams` adds the n-gram recipe's optimizer and budget).
+  beside_ngrams` adds the n-gram recipe's optimizer and budget); `--train-blocks
+  N` trains the encoder's top N blocks too, on the cached output of the ones
+  below (`--preset top_blocks`).
 - Texts become WordPiece ids inside the tf.data pipeline, and inside the
   exported graph (`core.wordpiece.Vectorizer`), so the SavedModel takes raw
   strings like the other text recipes' (core/text.py). Its tokenizer ops come
@@ -24,6 +26,7 @@ What it shows:
     python -m recipes.finetune_text --pretrained saved_models/pretrain_text/1 --init scratch
     python -m recipes.import_encoder                    # all-MiniLM-L6-v2, published
     python -m recipes.finetune_text --pretrained saved_models/all_minilm_l6_v2 --preset beside_ngrams
+    python -m recipes.finetune_text --pretrained saved_models/all_minilm_l6_v2 --preset top_blocks
 """
 
 import dataclasses
@@ -240,7 +243,13 @@ class FinetuneRecipe(recipe.Recipe):
                    "doc": "--freeze --ngrams 2 with recipes.ngram_text's optimizer and budget "
                    "(SGD at 30, 60 epochs of 100 steps of 128 texts, patience 60)",
                    "model": {"freeze": True, "ngrams": 2},
-                   "train": {**ngram_text.TRAIN_DEFAULTS, "batch_size": 128}}}
+                   "train": {**ngram_text.TRAIN_DEFAULTS, "batch_size": 128}},
+               "top_blocks": {
+                   "doc": "--freeze --train-blocks 2 at Adam's 1e-4, 9 epochs of 100 steps of "
+                   "32 texts, patience 9 (chosen on rt_snippets' validation split; "
+                   "docs/recipes.md)",
+                   "model": {"freeze": True, "train_blocks": 2},
+                   "train": {"learning_rate": 1e-4, "epochs": 9, "patience": 9}}}
 
     def facts(self, model_config, train):
         model_config.validate()

@@ -171,3 +171,14 @@ def test_the_beside_ngrams_preset_is_what_was_benchmarked():
     preset = finetune_text.parse(["--pretrained", "saved_models/all_minilm_l6_v2",
                                   "--preset", "beside_ngrams"])[2:]
     assert preset == ran
+
+
+def test_the_top_blocks_preset_is_what_was_screened():
+    """The flags text_corpora's row ran with on 2026-12-07, as screened on rt_snippets'
+    validation split (docs/recipes.md)."""
+    ran = finetune_text.parse([
+        "--pretrained", "saved_models/all_minilm_l6_v2", "--freeze", "--train-blocks", "2",
+        "--learning-rate", "1e-4", "--epochs", "9", "--patience", "9"])[2:]
+    preset = finetune_text.parse(["--pretrained", "saved_models/all_minilm_l6_v2",
+                                  "--preset", "top_blocks"])[2:]
+    assert preset == ran
