@@ -156,7 +156,9 @@ def test_a_frozen_encoder_trains_the_head_alone_and_serves_the_chain(encoder_dir
 def test_freezing_is_refused_where_it_means_nothing(encoder_dir, capsys):
     path, _, _ = encoder_dir
     for argv, message in [(["--freeze", "--init", "scratch"], "none to keep"),
-                          (["--ngrams", "2"], "with --freeze")]:
+                          (["--ngrams", "2"], "with --freeze"),
+                          (["--train-blocks", "1"], "with --freeze"),
+                          (["--freeze", "--train-blocks", "2"], "at most the encoder's 1 blocks")]:
         with pytest.raises(SystemExit):
             finetune_text.main(["--pretrained", path, *argv])
         assert message in capsys.readouterr().err
