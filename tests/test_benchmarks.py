@@ -318,3 +318,18 @@ def test_linear_reference_fits_on_the_recipes_own_splits():
     result = linear_reference.fit("rt_snippets", grid=(1.0,))
     assert 0.6 < result["test_accuracy"] <= 1 and result["C"] == 1.0
     assert result["features"] > 10_000
+
+
+def test_text_corpora_names_the_seeds_of_a_partial_cell():
+    from benchmarks import text_corpora as tc
+
+    row = "CNN (Kim 2014)"
+    runs = {tc.key(row, "reuters_r8", 42): {"test_accuracy": 0.97, "train_seconds": 100.0},
+            tc.key(row, "health_tweets", 42): {"test_accuracy": 0.68, "train_seconds": 75.0}}
+    assert tc.cell(runs, row, "reuters_r8") == "0.9700, 100 s (seed 42 of 3)"
+    assert tc.cell(runs, row, "health_tweets") == "0.6800, 75 s"  # its one planned seed
+    runs[tc.key(row, "reuters_r8", 44)] = {"test_accuracy": 0.96, "train_seconds": 120.0}
+    assert tc.cell(runs, row, "reuters_r8") == "0.9650 ± 0.0071, 110 s (seeds 42, 44 of 3)"
+    assert tc.cell(runs, row, "rt_snippets") == "not run"
+    runs[tc.key(tc.REFERENCE, "reuters_r8", 42)] = {"test_accuracy": 0.96, "train_seconds": 9.0}
+    assert tc.cell(runs, tc.REFERENCE, "reuters_r8") == "0.9600, 9 s"  # one fit, deterministic
