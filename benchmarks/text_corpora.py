@@ -78,15 +78,15 @@ def cell(runs, row, corpus):
     over the seeds run so far, which the cell names when they are fewer than planned
     (`0.9712, 2702 s (seed 42 of 3)`), so a partial figure never reads as a mean."""
     planned = seeds(row, corpus)
-    found = [runs[k] for seed in planned if (k := key(row, corpus, seed)) in runs]
+    ran = [seed for seed in planned if key(row, corpus, seed) in runs]
+    found = [runs[key(row, corpus, seed)] for seed in ran]
     if not found:
         return "not run"
     accuracy = [r["test_accuracy"] for r in found]
     spread = f" ± {statistics.stdev(accuracy):.4f}" if len(accuracy) > 1 else ""
     seconds = statistics.mean(r["train_seconds"] for r in found)
     text = f"{statistics.mean(accuracy):.4f}{spread}, {seconds:.0f} s"
-    if len(found) < len(planned):
-        ran = [seed for seed in planned if key(row, corpus, seed) in runs]
+    if len(ran) < len(planned):
         text += f" (seed{'s' if len(ran) > 1 else ''} {', '.join(map(str, ran))} of {len(planned)})"
     return text
 

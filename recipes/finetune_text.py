@@ -174,8 +174,9 @@ def frozen_part(encoder, train_blocks=0):
     average over the real tokens."""
     body = pretrain_text.encoder_copy(encoder, None)
     ids = keras.Input((None,), dtype="int64", name="token_ids")
+    stop = body.layers.index(blocks_of(body)[-train_blocks]) if train_blocks else None
     x = ids
-    for layer in body.layers[1:len(body.layers) - train_blocks]:
+    for layer in body.layers[1:stop]:
         x = layer(x)
     if train_blocks:
         real = keras.ops.not_equal(ids, wordpiece.PAD)
