@@ -7,7 +7,7 @@ The corpora (docs/data.md): rt_snippets (2 classes, ~20 words), reuters_r8 (8
 topics, ~66 words, long tail) and health_tweets (16 accounts, ~10 words,
 60,000 texts), and two seeded shares of health_tweets' training split
 (`--train-percent`): health_tweets_10pct (4,350 tweets), the small short
-multi-class case, and health_tweets_30pct (13,050), the middle of the curve
+multi-class case, and health_tweets_30pct (13,051), the middle of the curve
 from it to the whole split, so that a pretrained encoder's gain can be read
 against the labelled data it had (#37). Each recipe runs as its default
 command with `--dataset` (and `--train-percent`), no other flag; the test
@@ -20,9 +20,13 @@ about 0.45, as on its shares, each added in a later session before it ran),
 and the published figures quoted beside reuters_r8 (Yao et al.
 2019, "Graph Convolutional Networks for Text Classification", Table 2: the
 same R8 split, models trained from scratch, mean of 10 runs). On
-health_tweets_30pct only the rows that trace #37's curve ran (the two
-pretrained encoders, their from-scratch control and the CNN, the best
-network on the whole corpus); the others say "not run".
+health_tweets_30pct only the rows that trace #37's curve ran: the published
+encoder's top blocks, a transformer from scratch and the CNN, the best
+network on the whole corpus; the others say "not run". The plan was the
+WordPiece transformer from scratch as the control, but the encoder it takes
+its vocabulary from (saved_models/pretrain_text) was not on that machine,
+so `transformer_text` stood in, chosen when the CNN's figure was the only
+one read.
 
 Each run's result is kept in benchmarks/results/text_corpora.json as soon as
 it ends, so an interrupted benchmark goes on where it stopped.

@@ -40,7 +40,9 @@ def _commands():
     for doc in DOCS:
         text = _read(doc).replace("\\\n", " ")  # shell line continuations
         for module, rest in re.findall(r"python -m ([A-Za-z_][\w.<>]*)([^`\n]*)", text):
-            rest = rest.split(" #")[0].split("|")[0].split(")")[0].strip()
+            rest = rest.split(" #")[0].split("|")[0]
+            # A command quoted in parentheses ends at the first ")" outside quotes.
+            rest = re.match(r"""(?:"[^"]*"|'[^']*'|[^)'"])*""", rest).group(0).strip()
             found.append((doc, module, rest))
     return sorted(set(found))
 
