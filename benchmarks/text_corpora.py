@@ -22,11 +22,11 @@ and the published figures quoted beside reuters_r8 (Yao et al.
 same R8 split, models trained from scratch, mean of 10 runs). On
 health_tweets_30pct only the rows that trace #37's curve ran: the published
 encoder's top blocks, a transformer from scratch and the CNN, the best
-network on the whole corpus; the others say "not run". The plan was the
-WordPiece transformer from scratch as the control, but the encoder it takes
-its vocabulary from (saved_models/pretrain_text) was not on that machine,
-so `transformer_text` stood in, chosen when the CNN's figure was the only
-one read.
+network on the whole corpus; the others say "not run". The plan had the
+encoder pretrained here and its WordPiece control from scratch instead of
+`transformer_text`, but that encoder (saved_models/pretrain_text, which
+also gives the control its vocabulary) was not on that machine; the
+substitute was chosen when the CNN's figure was the only one read.
 
 Each run's result is kept in benchmarks/results/text_corpora.json as soon as
 it ends, so an interrupted benchmark goes on where it stopped.
