@@ -16,7 +16,7 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 #: Text corpora that are a seeded share of an offline dataset's training split,
 #: name: (dataset, percent). A tenth of health_tweets is 4,350 tweets of 16
 #: accounts: small, short and multi-class, like a question-type corpus; three
-#: tenths (13,051) the middle of the curve from it to the whole 43,504 (#37).
+#: tenths are the middle of #37's curve (benchmarks/text_corpora.py says why).
 SUBSETS = {"health_tweets_10pct": ("health_tweets", 10),
            "health_tweets_30pct": ("health_tweets", 30)}
 
